@@ -1,0 +1,93 @@
+"""The `signalite` command: `signalite serve [flags]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from signalite import __version__
+from signalite.app import Server
+from signalite.config import Settings, add_arguments, load_settings
+from signalite.log import configure, event
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="signalite",
+        description="A self-hostable server that speaks the AWS KVS WebRTC signaling API.",
+    )
+    parser.add_argument("--version", action="version", version=f"signalite {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. Every flag can also be set as SIGNALITE_<FLAG> (e.g. SIGNALITE_PORT).",
+    )
+    add_arguments(serve)
+    return parser
+
+
+def banner(server: Server) -> str:
+    """What a person needs to start using the server (printed on start-up)."""
+    s = server.settings
+    url = server.url
+    mode = "open (any credentials accepted)"
+    return "\n".join(
+        [
+            f"signalite {__version__} listening on {url}",
+            f"  data:      {s.database_path.resolve()}",
+            f"  auth mode: {mode}",
+            f"  region:    {s.region} (when a request carries no SigV4 scope), account {s.account_id}",
+            "  try it:",
+            "    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 \\",
+            f"    aws kinesisvideo create-signaling-channel --channel-name demo --endpoint-url {url}",
+        ]
+    )
+
+
+async def _serve(settings: Settings) -> None:
+    server = Server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    print(banner(server), flush=True)
+    event(logging.INFO, "server.started", url=server.url, pid=_pid())
+    try:
+        await stop.wait()
+        event(logging.INFO, "server.stopping")
+    finally:
+        await server.stop()
+    event(logging.INFO, "server.stopped")
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        settings = load_settings(flags)
+    except (ValueError, OSError) as e:
+        print(f"signalite: {e}", file=sys.stderr)
+        return 2
+    configure(settings.log_level, settings.log_format)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        runner = asyncio.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(_serve(settings))
+    return 0

@@ -1,0 +1,1 @@
+"""The rules of the kinesisvideo control plane: one function per AWS operation."""

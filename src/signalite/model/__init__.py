@@ -1,0 +1,1 @@
+"""The AWS service models (from botocore), request validation, errors and ARNs: data, no I/O."""

@@ -1,0 +1,1 @@
+"""Thin aiohttp adapters: read the wire, call the core, write the wire."""

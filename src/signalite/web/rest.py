@@ -1,0 +1,116 @@
+"""The rest-json adapter: every modeled POST path of the three services, on one port.
+
+Per request: find the operation by path, read the bounded body, parse JSON, validate against the
+service model, run the operation, and write either the JSON result or an AWS-shaped error
+(`x-amzn-ErrorType: <Code>`, `{"__type","message","Message"}`) that boto3 and the JS SDK turn into
+the modeled exception class. An unexpected exception is logged with its request id and answered
+with a JSON InternalFailure — never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from signalite.log import event
+from signalite.model.errors import (
+    InternalFailure,
+    NotImplementedException,
+    RequestEntityTooLargeException,
+    SerializationException,
+    ServiceError,
+    ServiceUnavailableException,
+    UnknownOperationException,
+)
+from signalite.model.service import Operation, route_table
+from signalite.model.validate import validate_input
+from signalite.store.base import StoreUnavailable
+
+# What each surface needs from a request, decided by the adapter (auth) and handed to the core.
+Caller = tuple[str, str]  # (account, region)
+Handler = Callable[[web.Request, Operation, Caller, dict[str, Any]], Awaitable[Mapping[str, Any]]]
+Authenticate = Callable[[web.Request, bytes], Awaitable[Caller]]
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def error_response(error: ServiceError, request_id: str) -> web.Response:
+    """An AWS rest-json error response."""
+    body = orjson.dumps({"__type": error.code, "message": error.message, "Message": error.message})
+    return web.Response(
+        status=error.status,
+        body=body,
+        headers={
+            "Content-Type": "application/json",
+            "x-amzn-RequestId": request_id,
+            "x-amzn-ErrorType": error.code,
+        },
+    )
+
+
+class RestApi:
+    """Dispatches modeled POST paths to the handler of their service."""
+
+    def __init__(self, handlers: Mapping[str, Handler], authenticate: Authenticate) -> None:
+        # handlers: service name -> handler for that service's operations.
+        self._routes = route_table()
+        self._handlers = handlers
+        self._authenticate = authenticate
+
+    def knows(self, path: str) -> bool:
+        return path in self._routes
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        request_id = str(uuid.uuid4())
+        op = self._routes.get(request.path)
+        try:
+            if op is None or request.method != "POST":
+                raise UnknownOperationException(f"Unknown operation: {request.method} {request.path}")
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise RequestEntityTooLargeException("The request body is too large.") from None
+            caller = await self._authenticate(request, body)
+            params = _parse_body(body)
+            validate_input(op, params)
+            handler = self._handlers.get(op.service)
+            if handler is None:
+                raise NotImplementedException(f"{op.name} is not implemented by signalite.")
+            result = await handler(request, op, caller, params)
+        except ServiceError as e:
+            if e.status >= 500:
+                event(logging.WARNING, "request.failed", request_id=request_id, path=request.path, code=e.code)
+            else:
+                event(logging.DEBUG, "request.refused", request_id=request_id, path=request.path, code=e.code)
+            return error_response(e, request_id)
+        except StoreUnavailable:
+            event(logging.WARNING, "store.unavailable", request_id=request_id, path=request.path)
+            return error_response(
+                ServiceUnavailableException("The database is unavailable; retry shortly."), request_id
+            )
+        except Exception:
+            logging.getLogger("signalite").exception(
+                "request.crashed", extra={"fields": {"request_id": request_id, "path": request.path}}
+            )
+            return error_response(InternalFailure("An internal error occurred."), request_id)
+        return web.Response(
+            body=orjson.dumps(result),
+            headers={"Content-Type": "application/json", "x-amzn-RequestId": request_id},
+        )
+
+
+def _parse_body(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        params = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise SerializationException("The request body is not valid JSON.") from None
+    if not isinstance(params, dict):
+        raise SerializationException("The request body must be a JSON object.")
+    return params
