@@ -1,12 +1,15 @@
 """Wiring: Settings -> store, hub, adapters -> one aiohttp application on one port.
 
-`Server` owns the lifecycle (start, serve, drain, stop) so that the CLI, `signalite.testing` and
-benchmarks all run exactly the same thing.
+`Server` owns the lifecycle (start, drain, stop, reload) so that the CLI, `signalite.testing` and the
+benchmarks all run exactly the same thing. Two clocks are injected: `clock` (wall time, epoch
+seconds: CreationTime, SigV4, TURN expiry) and `monotonic` (the hub's timers: TTLs, rates, idle
+and 1-hour limits), so tests can move time without sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
@@ -20,14 +23,18 @@ import orjson
 from aiohttp import web
 
 from signalite import __version__
-from signalite.config import Settings
-from signalite.controlplane.operations import Endpoints, NoEvents, Quotas
+from signalite.config import Settings, reload_settings
+from signalite.controlplane.operations import Endpoints, Quotas
 from signalite.log import event
-from signalite.model.errors import UnknownOperationException
-from signalite.store.base import ChannelStore
+from signalite.model.errors import InvalidArgumentException, UnknownOperationException
+from signalite.signaling.hub import ChannelRef, Hub, Role, SignalingLimits
+from signalite.store.base import Channel
 from signalite.store.sqlite import SqliteStore
+from signalite.tls import ensure_self_signed, self_signed_paths, server_context
 from signalite.web.controlplane import ControlPlane
 from signalite.web.rest import Caller, RestApi, error_response
+from signalite.web.signaling_http import SignalingApi
+from signalite.web.websocket import SignalingSockets
 
 # The credential scope `<AKID>/<yyyymmdd>/<region>/<service>/aws4_request`, as found in an
 # Authorization header or an X-Amz-Credential query parameter.
@@ -40,66 +47,135 @@ CORS_ALLOWED_HEADERS = (
 CORS_EXPOSED_HEADERS = "x-amzn-RequestId, x-amzn-ErrorType, x-amz-apigw-id, Date"
 
 
+def signaling_limits(mode: str) -> SignalingLimits:
+    """The WebSocket limits for `--limits aws|relaxed|off`."""
+    return {"aws": SignalingLimits.aws, "relaxed": SignalingLimits.relaxed, "off": SignalingLimits.off}[mode]()
+
+
 class Server:
     """One signalite node: HTTP(S) + WebSocket on one port."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        tick_interval: float = 1.0,
+    ) -> None:
         self.settings = settings
         self.clock = clock
-        self.store: ChannelStore | None = None
-        self.started_at = 0.0
-        self._runner: web.AppRunner | None = None
-        self._socket: socket.socket | None = None
+        self.monotonic = monotonic
+        self.tick_interval = tick_interval
         self.port = settings.port
+        self.started_at = 0.0
+        self.draining = False
+        self.ca_path: str | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.SockSite | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the store, bind the port, and start serving."""
-        self._socket = _bind(self.settings.host, self.settings.port)
-        self.port = self._socket.getsockname()[1]
+        sock = _bind(self.settings.host, self.settings.port)
+        self.port = sock.getsockname()[1]
         if self.settings.port == 0:
             self.settings = replace(self.settings, port=self.port)
+        ssl_context = self._ssl_context()
         self.store = SqliteStore(self.settings.database_path)
+        self.hub = Hub(signaling_limits(self.settings.limits))
+        self.sockets = SignalingSockets(self.hub, self.store, self.monotonic, self._authorize_connect)
         self.started_at = self.clock()
-        app = self._build_app()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self._build_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.SockSite(self._runner, self._socket, ssl_context=self._ssl_context())
-        await site.start()
+        self._site = web.SockSite(self._runner, sock, ssl_context=ssl_context)
+        await self._site.start()
+        self._ticker = asyncio.create_task(self.sockets.run_ticks(self.tick_interval))
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Refuse new connections, send GO_AWAY to every client, and wait (bounded) for them to leave."""
+        if self.draining:
+            return
+        self.draining = True
+        self.sockets.accepting = False
+        if self._site is not None:
+            await self._site.stop()  # closes the listening socket; open connections carry on
+            self._site = None
+        await self.sockets.go_away_all()
+        deadline = self.monotonic() + (self.settings.shutdown_grace if grace is None else grace)
+        while self.sockets.connections and self.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        event(logging.INFO, "server.drained", remaining=len(self.sockets.connections))
 
     async def stop(self) -> None:
-        """Stop serving and close the store."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self.store is not None:
-            await self.store.close()
-            self.store = None
+        """Drain (if not done yet), then close everything."""
+        if self._runner is None:
+            return
+        await self.drain()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await self.sockets.close_all()
+        await self._runner.cleanup()
+        self._runner = None
+        await self.store.close()
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the config file; new TURN settings -> RECONNECT_ICE_SERVER to every client."""
+        old = self.settings
+        try:
+            new = reload_settings(old)
+        except (OSError, ValueError) as e:
+            event(logging.ERROR, "settings.reload_failed", error=str(e))
+            return
+        self.settings = new
+        turn_changed = (old.turn_uri, old.turn_secret) != (new.turn_uri, new.turn_secret)
+        event(logging.INFO, "settings.reloaded", turn_changed=turn_changed)
+        if turn_changed:
+            await self.sockets.reconnect_ice_all()
 
     @property
     def url(self) -> str:
         return self.settings.base_url
 
     def _ssl_context(self) -> ssl.SSLContext | None:
+        s = self.settings
+        if s.tls == "self-signed":
+            self.ca_path = str(ensure_self_signed(s.data_dir))
+            _, cert, key = self_signed_paths(s.data_dir)
+            return server_context(cert, key)
+        if s.tls_cert is not None and s.tls_key is not None:
+            return server_context(s.tls_cert, s.tls_key)
         return None
 
     # -- the application -----------------------------------------------------------------------
 
     def _build_app(self) -> web.Application:
-        assert self.store is not None
         s = self.settings
         endpoints = Endpoints(wss=s.wss_url, https=s.base_url, webrtc=s.base_url)
-        control_plane = ControlPlane(
-            self.store, endpoints, Quotas(max_channels=s.max_channels), self._events(), self.clock
-        )
-        self.rest = RestApi({"kinesisvideo": control_plane}, self._authenticate)
+        control_plane = ControlPlane(self.store, endpoints, Quotas(max_channels=s.max_channels), self, self.clock)
+        signaling = SignalingApi(self.store, self.sockets, lambda: self.settings, self.clock)
+        self.rest = RestApi({"kinesisvideo": control_plane, "kinesis-video-signaling": signaling}, self._authenticate)
         app = web.Application(client_max_size=s.max_body_bytes)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 
-    def _events(self) -> NoEvents:
-        return NoEvents()
+    # ChannelEvents: the control plane tells the data plane about changes.
+    def channel_deleted(self, arn: str) -> None:
+        self._spawn(self.sockets.close_channel(arn))
+
+    def channel_updated(self, channel: Channel) -> None:
+        # A new MessageTtlSeconds applies to messages sent from now on (as AWS documents).
+        self.hub.update_channel(ChannelRef(channel.arn, channel.message_ttl_seconds))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _authenticate(self, request: web.Request, body: bytes) -> Caller:
         # Open mode: any credentials are accepted; the region comes from the SigV4 scope.
@@ -109,25 +185,32 @@ class Server:
         m = _SCOPE.search(auth)
         return self.settings.account_id, m.group(1) if m else self.settings.region
 
+    async def _authorize_connect(self, request: web.Request, arn: str, role: Role) -> None:
+        # Open mode: every caller may connect; strict mode verifies the presigned URL here.
+        return None
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         method = request.method
         if method == "POST":
             response = await self.rest.handle(request)
-        elif method == "OPTIONS":
-            response = _preflight(request)
+        elif method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self.sockets.handle(request)
         elif method in ("GET", "HEAD") and request.path == "/health":
             response = await self._health()
-        else:
+        elif method == "OPTIONS":
+            response = _preflight(request)
+        elif method == "GET" and "X-Amz-ChannelARN" in request.query:
             response = error_response(
-                UnknownOperationException(f"Unknown operation: {method} {request.path}"), "-"
+                InvalidArgumentException("ConnectAsMaster/ConnectAsViewer need a WebSocket upgrade."), "-"
             )
+        else:
+            response = error_response(UnknownOperationException(f"Unknown operation: {method} {request.path}"), "-")
         if "Origin" in request.headers:
             _add_cors(request, response)
         return response
 
     async def _health(self) -> web.Response:
-        assert self.store is not None
-        status, code = "ok", 200
+        status, code = ("draining", 503) if self.draining else ("ok", 200)
         try:
             await self.store.ping()
         except Exception:
@@ -137,6 +220,8 @@ class Server:
             "version": __version__,
             "auth_mode": "open",
             "store": "sqlite",
+            "limits": self.settings.limits,
+            "connections": len(self.sockets.connections),
             "uptime_seconds": round(self.clock() - self.started_at, 3),
             "url": self.settings.base_url,
         }
@@ -148,7 +233,7 @@ def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    sock.listen(1024)
+    sock.listen(4096)
     sock.setblocking(False)
     return sock
 
@@ -156,27 +241,13 @@ def _bind(host: str, port: int) -> socket.socket:
 def _preflight(request: web.Request) -> web.Response:
     headers = {
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-        "Access-Control-Allow-Headers": request.headers.get(
-            "Access-Control-Request-Headers", CORS_ALLOWED_HEADERS
-        ),
+        "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", CORS_ALLOWED_HEADERS),
         "Access-Control-Max-Age": "86400",
     }
     return web.Response(status=200, headers=headers)
 
 
 def _add_cors(request: web.Request, response: web.StreamResponse) -> None:
-    if response.prepared:  # a WebSocket: the upgrade has been sent already
-        return
     response.headers["Access-Control-Allow-Origin"] = request.headers["Origin"]
     response.headers["Vary"] = "Origin"
     response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
-
-
-async def serve_forever(server: Server, stop: asyncio.Event) -> None:
-    """Run `server` until `stop` is set."""
-    await server.start()
-    event(logging.INFO, "server.started", url=server.url)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()

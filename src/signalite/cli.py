@@ -43,6 +43,12 @@ def banner(server: Server) -> str:
             f"  data:      {s.database_path.resolve()}",
             f"  auth mode: {mode}",
             f"  region:    {s.region} (when a request carries no SigV4 scope), account {s.account_id}",
+            f"  limits:    {s.limits}",
+            *(
+                [f"  TLS CA:    {server.ca_path}  (trust it: NODE_EXTRA_CA_CERTS, browser, aws --ca-bundle)"]
+                if server.ca_path
+                else []
+            ),
             "  try it:",
             "    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 \\",
             f"    aws kinesisvideo create-signaling-channel --channel-name demo --endpoint-url {url}",
@@ -56,6 +62,7 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(server.reload()))
     await server.start()
     print(banner(server), flush=True)
     event(logging.INFO, "server.started", url=server.url, pid=_pid())

@@ -125,9 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, default=None, help=_HELP[f.name])
 
 
-def load_settings(
-    flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Merge flags, environment and config file over the defaults; raise ValueError when invalid."""
     flags = dict(flags or {})
     environ = os.environ if environ is None else environ

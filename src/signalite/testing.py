@@ -38,8 +38,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+class ShiftedClock:
+    """Real time plus an offset that tests move forward: timers fire without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+
 class SignaliteServer:
-    """A signalite server on a free loopback port, started and stopped around a block."""
+    """A signalite server on a free loopback port, started and stopped around a block.
+
+    In-process servers run on a `ShiftedClock`: `advance(seconds)` moves the server's time forward
+    and runs the hub's housekeeping at once (TTL drops, idle timeout, GO_AWAY, rate refills).
+    """
 
     def __init__(
         self,
@@ -63,6 +80,7 @@ class SignaliteServer:
         self._stop: asyncio.Event | None = None
         self._server: Any = None
         self.scheme = "http"
+        self.clock = ShiftedClock()
 
     @property
     def endpoint_url(self) -> str:
@@ -83,7 +101,7 @@ class SignaliteServer:
         ]  # fmt: skip
         if any(a.startswith("--tls") for a in self.extra_args):
             self.scheme = "https"
-        self.process = subprocess.Popen(  # noqa: S603 - our own module
+        self.process = subprocess.Popen(
             cmd, env={**os.environ, **self.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         wait_healthy(self.endpoint_url, self.process)
@@ -92,15 +110,13 @@ class SignaliteServer:
         from signalite.app import Server
         from signalite.config import load_settings
 
-        settings = load_settings(
-            {"port": 0, "data_dir": str(self.data_dir), **self.settings_overrides}, environ={}
-        )
+        settings = load_settings({"port": 0, "data_dir": str(self.data_dir), **self.settings_overrides}, environ={})
         started = threading.Event()
         errors: list[BaseException] = []
 
         async def main() -> None:
             self._stop = asyncio.Event()
-            self._server = Server(settings)
+            self._server = Server(settings, clock=self.clock.time, monotonic=self.clock.monotonic)
             try:
                 await self._server.start()
             except BaseException as e:
@@ -124,6 +140,26 @@ class SignaliteServer:
         if errors:
             raise errors[0]
 
+    @property
+    def server(self) -> Any:
+        """The in-process `signalite.app.Server` (None for a subprocess)."""
+        return self._server
+
+    def call(self, fn: Any, timeout: float = 30.0) -> Any:
+        """Run `fn()` (a coroutine function) on the server's event loop and return its result."""
+        if self._loop is None:
+            raise RuntimeError("only in-process servers can be called into")
+        return asyncio.run_coroutine_threadsafe(fn(), self._loop).result(timeout)
+
+    def advance(self, seconds: float) -> None:
+        """Move the server's clocks forward by `seconds` and run the hub's timers now."""
+        self.clock.offset += seconds
+
+        async def tick() -> None:
+            await self._server.sockets.tick()
+
+        self.call(tick)
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
@@ -142,9 +178,7 @@ class SignaliteServer:
     def __enter__(self) -> SignaliteServer:
         return self.start()
 
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
 

@@ -129,12 +129,7 @@ def _one_of(params: Params, name_key: str, arn_key: str) -> tuple[str | None, st
 def _own_arn(ctx: RequestContext, arn: str, kind: str) -> bool:
     """Is `arn` a resource of this kind in the caller's account and region?"""
     parsed = parse_arn(arn)
-    return (
-        parsed is not None
-        and parsed.kind == kind
-        and parsed.account == ctx.account
-        and parsed.region == ctx.region
-    )
+    return parsed is not None and parsed.kind == kind and parsed.account == ctx.account and parsed.region == ctx.region
 
 
 async def _channel_by_arn(ctx: RequestContext, arn: str) -> Channel:
@@ -350,16 +345,12 @@ async def _resource(ctx: RequestContext, arn: str) -> Channel | Stream:
     return await _channel_by_arn(ctx, arn)
 
 
-async def _update_tags(
-    ctx: RequestContext, arn: str, add: Mapping[str, str], remove: list[str]
-) -> Mapping[str, str]:
+async def _update_tags(ctx: RequestContext, arn: str, add: Mapping[str, str], remove: list[str]) -> Mapping[str, str]:
     await _resource(ctx, arn)
     try:
         tags = await ctx.store.update_tags(arn, add, remove, MAX_TAGS)
     except TooManyTags:
-        raise TagsPerResourceExceededLimitException(
-            f"A resource can have at most {MAX_TAGS} tags."
-        ) from None
+        raise TagsPerResourceExceededLimitException(f"A resource can have at most {MAX_TAGS} tags.") from None
     if tags is None:
         raise ResourceNotFoundException("The requested resource is not found.")
     return tags

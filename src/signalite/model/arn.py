@@ -28,10 +28,7 @@ class Arn:
     millis: int
 
     def __str__(self) -> str:
-        return (
-            f"arn:{self.partition}:kinesisvideo:{self.region}:{self.account}:"
-            f"{self.kind}/{self.name}/{self.millis}"
-        )
+        return f"arn:{self.partition}:kinesisvideo:{self.region}:{self.account}:{self.kind}/{self.name}/{self.millis}"
 
 
 def parse_arn(text: str) -> Arn | None:
@@ -39,9 +36,7 @@ def parse_arn(text: str) -> Arn | None:
     m = _ARN.fullmatch(text)
     if m is None:
         return None
-    return Arn(
-        m["partition"], m["region"], m["account"], m["kind"], m["name"], int(m["millis"])
-    )
+    return Arn(m["partition"], m["region"], m["account"], m["kind"], m["name"], int(m["millis"]))
 
 
 def make_arn(kind: str, region: str, account: str, name: str, creation_time: float) -> str:

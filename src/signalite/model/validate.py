@@ -111,9 +111,7 @@ def _type_check(ok: Callable[[Any], bool], constraint: str) -> Checker:
 
 def _build_structure(shapes: Shapes, shape: Any) -> Checker:
     required = tuple(shape.get("required", ()))
-    members = {
-        name: (lambda s=member["shape"]: _checker(shapes, s)) for name, member in shape["members"].items()
-    }
+    members = {name: (lambda s=member["shape"]: _checker(shapes, s)) for name, member in shape["members"].items()}
 
     def check(value: Any, path: str, out: list[Violation]) -> None:
         if not isinstance(value, dict):

@@ -41,10 +41,22 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await s.close()
 
 
-def ctx(store: SqliteStore, events: Recorder | None = None, region: str = "us-west-2", now: float = 1700000000.5,
-        quotas: Quotas | None = None) -> RequestContext:  # fmt: skip
-    return RequestContext(account="111122223333", region=region, now=now, store=store, endpoints=ENDPOINTS,
-                          quotas=quotas or Quotas(), events=events or Recorder())  # fmt: skip
+def ctx(
+    store: SqliteStore,
+    events: Recorder | None = None,
+    region: str = "us-west-2",
+    now: float = 1700000000.5,
+    quotas: Quotas | None = None,
+) -> RequestContext:
+    return RequestContext(
+        account="111122223333",
+        region=region,
+        now=now,
+        store=store,
+        endpoints=ENDPOINTS,
+        quotas=quotas or Quotas(),
+        events=events or Recorder(),
+    )
 
 
 async def call(c: RequestContext, op: str, **params: Any) -> dict[str, Any]:
@@ -77,8 +89,16 @@ async def test_concurrent_updates_with_one_version_let_exactly_one_win(store: Sq
     arn = (await call(c, "CreateSignalingChannel", ChannelName="cam"))["ChannelARN"]
     version = (await call(c, "DescribeSignalingChannel", ChannelARN=arn))["ChannelInfo"]["Version"]
     results = await asyncio.gather(
-        *(call(c, "UpdateSignalingChannel", ChannelARN=arn, CurrentVersion=version,
-               SingleMasterConfiguration={"MessageTtlSeconds": 10 + i}) for i in range(8)),  # fmt: skip
+        *(
+            call(
+                c,
+                "UpdateSignalingChannel",
+                ChannelARN=arn,
+                CurrentVersion=version,
+                SingleMasterConfiguration={"MessageTtlSeconds": 10 + i},
+            )
+            for i in range(8)
+        ),
         return_exceptions=True,
     )
     assert sum(r == {} for r in results) == 1
@@ -102,11 +122,20 @@ async def test_list_pages_by_name_with_prefix(store: SqliteStore) -> None:
     c = ctx(store)
     for name in ["b2", "a1", "b1", "b3", "c1"]:
         await call(c, "CreateSignalingChannel", ChannelName=name)
-    page = await call(c, "ListSignalingChannels", MaxResults=2,
-                      ChannelNameCondition={"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "b"})  # fmt: skip
+    page = await call(
+        c,
+        "ListSignalingChannels",
+        MaxResults=2,
+        ChannelNameCondition={"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "b"},
+    )
     assert [i["ChannelName"] for i in page["ChannelInfoList"]] == ["b1", "b2"]
-    rest = await call(c, "ListSignalingChannels", MaxResults=2, NextToken=page["NextToken"],
-                      ChannelNameCondition={"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "b"})  # fmt: skip
+    rest = await call(
+        c,
+        "ListSignalingChannels",
+        MaxResults=2,
+        NextToken=page["NextToken"],
+        ChannelNameCondition={"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "b"},
+    )
     assert [i["ChannelName"] for i in rest["ChannelInfoList"]] == ["b3"]
     assert "NextToken" not in rest
     with pytest.raises(InvalidArgumentException):
@@ -132,18 +161,38 @@ async def test_media_storage_maps_a_stream_to_one_channel(store: SqliteStore) ->
     empty = (await call(c, "CreateStream", StreamName="empty"))["StreamARN"]
     kept = (await call(c, "CreateStream", StreamName="kept", DataRetentionInHours=24))["StreamARN"]
     with pytest.raises(NoDataRetentionException):
-        await call(c, "UpdateMediaStorageConfiguration", ChannelARN=a,
-                   MediaStorageConfiguration={"Status": "ENABLED", "StreamARN": empty})  # fmt: skip
+        await call(
+            c,
+            "UpdateMediaStorageConfiguration",
+            ChannelARN=a,
+            MediaStorageConfiguration={"Status": "ENABLED", "StreamARN": empty},
+        )
     with pytest.raises(InvalidArgumentException):
-        await call(c, "GetSignalingChannelEndpoint", ChannelARN=a,
-                   SingleMasterChannelEndpointConfiguration={"Protocols": ["WEBRTC"], "Role": "MASTER"})  # fmt: skip
-    await call(c, "UpdateMediaStorageConfiguration", ChannelARN=a,
-               MediaStorageConfiguration={"Status": "ENABLED", "StreamARN": kept})  # fmt: skip
+        await call(
+            c,
+            "GetSignalingChannelEndpoint",
+            ChannelARN=a,
+            SingleMasterChannelEndpointConfiguration={"Protocols": ["WEBRTC"], "Role": "MASTER"},
+        )
+    await call(
+        c,
+        "UpdateMediaStorageConfiguration",
+        ChannelARN=a,
+        MediaStorageConfiguration={"Status": "ENABLED", "StreamARN": kept},
+    )
     with pytest.raises(ResourceInUseException):
-        await call(c, "UpdateMediaStorageConfiguration", ChannelARN=b,
-                   MediaStorageConfiguration={"Status": "ENABLED", "StreamARN": kept})  # fmt: skip
-    endpoints = await call(c, "GetSignalingChannelEndpoint", ChannelARN=a,
-                           SingleMasterChannelEndpointConfiguration={"Protocols": ["WSS", "WEBRTC", "WSS"]})  # fmt: skip
+        await call(
+            c,
+            "UpdateMediaStorageConfiguration",
+            ChannelARN=b,
+            MediaStorageConfiguration={"Status": "ENABLED", "StreamARN": kept},
+        )
+    endpoints = await call(
+        c,
+        "GetSignalingChannelEndpoint",
+        ChannelARN=a,
+        SingleMasterChannelEndpointConfiguration={"Protocols": ["WSS", "WEBRTC", "WSS"]},
+    )
     assert endpoints["ResourceEndpointList"] == [
         {"Protocol": "WSS", "ResourceEndpoint": "wss://signal.test"},
         {"Protocol": "WEBRTC", "ResourceEndpoint": "https://signal.test"},
@@ -158,8 +207,11 @@ async def test_tags_are_capped_at_fifty(store: SqliteStore) -> None:
     from signalite.model.errors import TagsPerResourceExceededLimitException
 
     c = ctx(store)
-    arn = (await call(c, "CreateSignalingChannel", ChannelName="a",
-                      Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(40)]))["ChannelARN"]  # fmt: skip
+    arn = (
+        await call(
+            c, "CreateSignalingChannel", ChannelName="a", Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(40)]
+        )
+    )["ChannelARN"]
     with pytest.raises(TagsPerResourceExceededLimitException):
         await call(c, "TagResource", ResourceARN=arn, Tags=[{"Key": f"n{i}", "Value": "v"} for i in range(11)])
     await call(c, "TagResource", ResourceARN=arn, Tags=[{"Key": f"n{i}", "Value": "v"} for i in range(10)])

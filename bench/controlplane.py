@@ -1,0 +1,315 @@
+"""Control-plane benchmark (issue 2, item 8): signalite next to a trivial handler, in one run.
+
+    .venv/bin/python bench/controlplane.py [--rounds 3] [--duration 5] [--connections 32]
+
+Measures requests/s and p50/p99 latency of DescribeSignalingChannel (by name) and
+GetSignalingChannelEndpoint (by ARN, WSS + HTTPS) against a real `python -m signalite serve` process
+holding 10,000 channels, over keep-alive connections (wrk), and the same figures for a trivial
+aiohttp + uvloop + orjson handler (bench/trivial_server.py) measured in the same run. The candidates
+are alternated (trivial, describe, endpoint) for several rounds; the table shows medians over the
+rounds and the ratio of each operation's median requests/s to the trivial handler's.
+
+Both servers are pinned to CPU 0 and wrk to CPU 1 (`taskset`). Only 127.0.0.1 is used; every
+process started here is stopped at the end (and dies with this script if it is killed).
+Prints figures only: nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from signalite.config import Settings
+from signalite.controlplane.operations import new_version
+from signalite.model.arn import make_arn
+from signalite.store.base import Channel
+from signalite.store.sqlite import SqliteStore
+
+HERE = Path(__file__).resolve().parent
+LUA = HERE / "wrk" / "controlplane.lua"
+TRIVIAL_SERVER = HERE / "trivial_server.py"
+
+ACCOUNT = "000000000000"
+REGION = "us-east-1"
+BASE_MS = 1_700_000_000_000  # channel i was created at BASE_MS + i (epoch ms): ARNs are predictable
+OPS = ("trivial", "describe", "endpoint")
+LABELS = {
+    "trivial": "trivial handler (baseline)",
+    "describe": "DescribeSignalingChannel",
+    "endpoint": "GetSignalingChannelEndpoint",
+}
+AUTH = (
+    f"AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/{REGION}/kinesisvideo/aws4_request, "
+    "SignedHeaders=content-type;host;x-amz-date, Signature=" + "0" * 64
+)
+
+
+def channel_name(i: int) -> str:
+    return f"bench-{i:05d}"
+
+
+def channel_arn(i: int) -> str:
+    return make_arn("channel", REGION, ACCOUNT, channel_name(i), (BASE_MS + i) / 1000)
+
+
+# -- seeding ---------------------------------------------------------------------------------------
+
+
+async def _seed(db: Path, count: int) -> None:
+    """Write `count` channels through the real store (the same rows CreateSignalingChannel writes)."""
+    store = SqliteStore(db)
+    try:
+        sem = asyncio.Semaphore(256)
+
+        async def one(i: int) -> None:
+            creation_time = (BASE_MS + i) / 1000
+            channel = Channel(
+                arn=channel_arn(i), account=ACCOUNT, region=REGION, name=channel_name(i),
+                channel_type="SINGLE_MASTER", status="ACTIVE", message_ttl_seconds=60,
+                version=new_version(), creation_time=creation_time,
+            )  # fmt: skip
+            async with sem:
+                await store.create_channel(channel, None)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+    finally:
+        await store.close()
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when this script dies (Linux), so nothing lingers."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _pinned(cpu: int | None, argv: Sequence[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *argv] if cpu is not None else list(argv)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(port: int, path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": AUTH},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering")
+        try:
+            _post(port, path, {})
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server on port {port} did not answer within {timeout} s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# -- wrk -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    op: str
+    round: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    latency_table: str
+
+
+def wrk(port: int, op: str, *, seconds: float, connections: int, count: int, cpu: int | None) -> Run:
+    argv = _pinned(
+        cpu,
+        [
+            "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "--latency",
+            "-s", str(LUA), f"http://127.0.0.1:{port}", "--", op, str(BASE_MS), str(count),
+        ],
+    )  # fmt: skip
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=seconds + 30, preexec_fn=_die_with_parent
+    )
+    out = proc.stdout
+    if proc.returncode != 0 or "WRKJSON " not in out:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()} {out.strip()}")
+    line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
+    data = json.loads(line.removeprefix("WRKJSON "))
+    # wrk's own --latency percentiles (the same histogram done() reads): the 4 lines after the title.
+    lines = out.splitlines()
+    at = next((n for n, x in enumerate(lines) if "Latency Distribution" in x), len(lines))
+    table = "\n".join(lines[at : at + 5])
+    errors = sum(data["errors"].values())
+    return Run(
+        op=op,
+        round=0,
+        rps=data["requests"] / (data["duration_us"] / 1e6),
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        errors=errors,
+        latency_table=table,
+    )
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="signalite control-plane benchmark")
+    parser.add_argument("--channels", type=int, default=10_000, help="channels stored (default 10000)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per candidate (default 2)")
+    parser.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
+    parser.add_argument("--server-cpu", type=int, default=0, help="CPU for the servers (default 0)")
+    parser.add_argument("--client-cpu", type=int, default=1, help="CPU for wrk (default 1)")
+    parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print wrk's latency table per run")
+    args = parser.parse_args()
+
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (Debian/Ubuntu: apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    server_cpu = args.server_cpu if pin else None
+    client_cpu = args.client_cpu if pin else None
+
+    tmp = Path(tempfile.mkdtemp(prefix="signalite-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        data_dir = tmp / "data"
+        t0 = time.perf_counter()
+        asyncio.run(_seed(Settings(data_dir=data_dir).database_path, args.channels))
+        print(f"seeded {args.channels} channels in {time.perf_counter() - t0:.1f} s", flush=True)
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALITE_")}
+        sig_port, triv_port = _free_port(), _free_port()
+        per_run = args.duration * args.rounds * len(OPS) + args.warmup * len(OPS)
+        signalite = subprocess.Popen(
+            _pinned(server_cpu, [
+                sys.executable, "-m", "signalite", "serve", "--host", "127.0.0.1", "--port", str(sig_port),
+                "--data-dir", str(data_dir), "--limits", "off", "--log-level", "warning",
+            ]),
+            env=env, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        procs.append(signalite)
+        trivial = subprocess.Popen(
+            _pinned(server_cpu, [
+                sys.executable, str(TRIVIAL_SERVER), "--port", str(triv_port),
+                "--lifetime", str(per_run * 2 + 120),
+            ]),
+            env=env, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        procs.append(trivial)
+        _wait_ready(signalite, sig_port, "/health")
+        _wait_ready(trivial, triv_port, "/trivial")
+
+        # Sanity: the requests wrk sends must succeed (first and last seeded channel).
+        last = args.channels - 1
+        status, body = _post(sig_port, "/describeSignalingChannel", {"ChannelName": channel_name(last)})
+        if status != 200 or body["ChannelInfo"]["ChannelARN"] != channel_arn(last):  # type: ignore[index]
+            raise RuntimeError(f"DescribeSignalingChannel check failed: {status} {body}")
+        status, body = _post(sig_port, "/getSignalingChannelEndpoint", {"ChannelARN": channel_arn(0)})
+        if status != 200 or len(body.get("ResourceEndpointList", [])) != 2:  # type: ignore[arg-type]
+            raise RuntimeError(f"GetSignalingChannelEndpoint check failed: {status} {body}")
+
+        ports = {"trivial": triv_port, "describe": sig_port, "endpoint": sig_port}
+        common = dict(connections=args.connections, count=args.channels, cpu=client_cpu)
+        print(
+            f"warm-up {args.warmup:g} s each; then {args.rounds} rounds x {len(OPS)} candidates x "
+            f"{args.duration:g} s, {args.connections} connections, "
+            + (f"servers on CPU {server_cpu}, wrk on CPU {client_cpu}" if pin else "no CPU pinning"),
+            flush=True,
+        )
+        for op in OPS:
+            wrk(ports[op], op, seconds=args.warmup, **common)  # type: ignore[arg-type]
+
+        runs: list[Run] = []
+        for r in range(1, args.rounds + 1):
+            for op in OPS:
+                run = wrk(ports[op], op, seconds=args.duration, **common)  # type: ignore[arg-type]
+                run.round = r
+                runs.append(run)
+                print(
+                    f"  round {r} {op:<9} {run.rps:9.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
+                    f"p99 {run.p99_ms:6.2f} ms  errors {run.errors}",
+                    flush=True,
+                )
+                if args.verbose:
+                    print(run.latency_table)
+        report(runs, args.rounds)
+    finally:
+        for proc in procs:
+            _stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def report(runs: list[Run], rounds: int) -> None:
+    by_op = {op: [r for r in runs if r.op == op] for op in OPS}
+    base = statistics.median(r.rps for r in by_op["trivial"])
+    base_by_round = {r.round: r.rps for r in by_op["trivial"]}
+    print()
+    header = f"{'operation':<30} {'median rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}  {'per-round ratios':<20} errors"
+    print(header)
+    print("-" * len(header))
+    for op in OPS:
+        rs = by_op[op]
+        rps = statistics.median(r.rps for r in rs)
+        per_round = " ".join(f"{r.rps / base_by_round[r.round]:.2f}" for r in rs)
+        print(
+            f"{LABELS[op]:<30} {rps:>10.0f} {statistics.median(r.p50_ms for r in rs):>8.2f} "
+            f"{statistics.median(r.p99_ms for r in rs):>8.2f} {rps / base:>6.2f}  {per_round:<20} "
+            f"{sum(r.errors for r in rs)}"
+        )
+    print()
+    print(f"ratio = median rps / median rps of the trivial handler ({rounds} rounds); target >= 0.50")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

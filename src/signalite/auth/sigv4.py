@@ -1,0 +1,745 @@
+"""AWS Signature Version 4: verify what SDKs sign, and sign the same way for our own tools.
+
+Theory of operation
+-------------------
+A SigV4 signature is ``hex(HMAC-SHA256(kSigning, StringToSign))`` where::
+
+    kSigning     = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, yyyymmdd), region), service), "aws4_request")
+    StringToSign = "AWS4-HMAC-SHA256" \\n X-Amz-Date \\n yyyymmdd/region/service/aws4_request \\n
+                   hex(SHA256(CanonicalRequest))
+    CanonicalRequest = METHOD \\n CanonicalURI \\n CanonicalQuery \\n CanonicalHeaders \\n
+                       SignedHeaders \\n PayloadHash
+
+The server cannot know the canonical request the client built; it rebuilds it from the bytes it
+received and checks that the client's signature matches. Every rule below exists so that what the
+real clients (botocore, AWS SDK for JS v3, the KVS WebRTC JS SDK, the KVS WebRTC C SDK) computed is
+rebuilt exactly:
+
+* **Canonical URI.** botocore and JS v3 take the already-percent-encoded path, drop ``.``/``..``/empty
+  segments and percent-encode it *again* (``%`` becomes ``%25``); the KVS JS and C SDKs sign the raw
+  path as written. For the paths this service uses (``/createSignalingChannel``, ``/v1/...``, ``/``)
+  both forms are identical. When they differ and the raw path contains no ``%`` we also try the raw
+  form; a raw path with ``%`` is only tried double-encoded, so ``/a%2520b`` can never verify with a
+  signature made for ``/a%20b``.
+* **Canonical query.** Each key and value is percent-decoded and re-encoded with strict RFC 3986
+  (only ``A-Za-z0-9-_.~`` left bare), then pairs are sorted by key, then value. This makes the KVS JS
+  SDK's ``encodeURIComponent`` output (``/`` as ``%2F``, keys unencoded) verify. Because
+  ``encodeURIComponent`` leaves ``!'()*`` bare and signs them bare, the raw pairs, sorted, are tried
+  as a second form when it differs; both forms only ever authenticate the bytes actually received.
+  ``+`` is a literal plus, never a space (no SigV4 client encodes a space as ``+``).
+* **Canonical headers.** Exactly the headers named in ``SignedHeaders`` (which must include ``host``),
+  values trimmed with inner whitespace runs collapsed, in the order the client listed them. Unsigned
+  headers are ignored, so proxies may add or change them freely.
+* **Payload.** SHA-256 of the exact body bytes. If an ``x-amz-content-sha256`` header is present it
+  must equal that hash; ``UNSIGNED-PAYLOAD`` (and ``STREAMING-*``) is refused, because none of the
+  clients of these JSON services sends it and accepting it would leave the body unauthenticated.
+  Presigned URLs hash the (empty) body too, i.e. ``sha256("")``, as the KVS SDKs do.
+* **Session token.** ``x-amz-security-token`` may be signed (botocore, JS v3) or not (the C SDK);
+  either way it must equal the token configured for the access key, and a token sent for a key
+  that has none is refused. In a presigned URL ``X-Amz-Security-Token`` is an ordinary, signed
+  query parameter.
+* **Time.** Header-signed requests must be within ``max_skew`` (5 min) of ``now`` either way. A
+  presigned URL is valid from ``X-Amz-Date - max_skew`` to ``X-Amz-Date + X-Amz-Expires`` inclusive,
+  with ``1 <= X-Amz-Expires <= 604800``.
+
+Checks run cheapest-first and in the order AWS reports them: shape of the auth data (400
+``IncompleteSignatureException``), scope and clock (403 ``InvalidSignatureException``; the clock
+messages contain ``Signature expired`` / ``Signature not yet current`` because the KVS C SDK looks
+for those words to correct its clock), key and token (403 ``UnrecognizedClientException``), then
+the HMAC itself, compared in constant time. An expired presigned URL is 403
+``AccessDeniedException``, as the KVS WebSocket documentation lists for "token expired"; an
+``X-Amz-Expires`` outside 1..604800 is refused the same way. Messages never contain a secret, a
+token, a signature we computed or the canonical request.
+
+The derived signing key depends only on (secret, date, region, service), so it is cached: a
+presigned-URL check then costs two SHA-256 and one HMAC over a few hundred bytes.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
+
+from signalite.model.errors import ServiceError
+
+__all__ = [
+    "ALGORITHM",
+    "AuthError",
+    "Credential",
+    "RequestParts",
+    "Scope",
+    "SecretLookup",
+    "Verified",
+    "presign_url",
+    "scope_from_request",
+    "sign_request",
+    "verify_presigned",
+    "verify_request",
+]
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+TERMINATOR = "aws4_request"
+DEFAULT_SERVICE = "kinesisvideo"
+MAX_EXPIRES = 604800
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+# Headers our own signer leaves out, as botocore does (hop-by-hop or rewritten by proxies).
+_UNSIGNABLE_HEADERS = frozenset(
+    {
+        "authorization",
+        "baggage",
+        "connection",
+        "expect",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "traceparent",
+        "tracestate",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "x-amzn-trace-id",
+    }
+)
+
+_PRESIGN_REQUIRED = (
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Signature",
+    "X-Amz-Date",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Expires",
+)
+_PRESIGN_AUTH_KEYS = frozenset((*_PRESIGN_REQUIRED, "X-Amz-Security-Token"))
+
+_AMZ_DATE_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+_SCOPE_DATE_RE = re.compile(r"[0-9]{8}")
+# Regions end up in ARNs, so keep them to what an ARN segment can safely hold.
+_REGION_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+_ACCESS_KEY_RE = re.compile(r"[A-Za-z0-9_+=.@-]{1,128}")
+_HEADER_NAME_RE = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
+_UNRESERVED_RE = re.compile(r"[A-Za-z0-9_.~-]*")
+_EXPIRES_RE = re.compile(r"[0-9]{1,10}")
+
+_MSG_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+)
+_MSG_UNRECOGNIZED = "The security token included in the request is invalid."
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True, slots=True)
+class RequestParts:
+    """A request as received: raw path and query, lower-cased header names, exact body."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The credential scope a client signed with."""
+
+    access_key_id: str
+    date: str
+    region: str
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A known key pair; the secret and the session token are kept out of repr()."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    account_id: str
+    session_token: str | None = field(default=None, repr=False)
+
+
+SecretLookup = Callable[[str], Credential | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """The outcome of a successful verification."""
+
+    credential: Credential
+    scope: Scope
+
+
+class AuthError(ServiceError):
+    """An authentication failure, named and numbered as AWS reports it."""
+
+    def __init__(self, code: str, status: int, message: str) -> None:
+        super().__init__(message, code=code, status=status)
+
+
+def _incomplete(message: str) -> AuthError:
+    return AuthError("IncompleteSignatureException", 400, message)
+
+
+def _invalid(message: str = _MSG_MISMATCH) -> AuthError:
+    return AuthError("InvalidSignatureException", 403, message)
+
+
+def _unrecognized() -> AuthError:
+    return AuthError("UnrecognizedClientException", 403, _MSG_UNRECOGNIZED)
+
+
+def _missing() -> AuthError:
+    return AuthError("MissingAuthenticationTokenException", 403, "Missing Authentication Token")
+
+
+def _access_denied(message: str) -> AuthError:
+    return AuthError("AccessDeniedException", 403, message)
+
+
+def _clip(text: str, limit: int = 64) -> str:
+    # Client-supplied text echoed in a message: bounded, so an error can't be used to amplify.
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _amz_date(ts: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ts))
+
+
+def _parse_amz_date(value: str) -> float:
+    if not _AMZ_DATE_RE.fullmatch(value):
+        raise ValueError(value)
+    dt = datetime(
+        int(value[0:4]),
+        int(value[4:6]),
+        int(value[6:8]),
+        int(value[9:11]),
+        int(value[11:13]),
+        int(value[13:15]),
+        tzinfo=UTC,
+    )
+    return dt.timestamp()
+
+
+def _skew_text(max_skew: float) -> str:
+    return f"{max_skew / 60:g} min" if max_skew % 60 == 0 else f"{max_skew:g} s"
+
+
+def _utf8(text: str) -> bytes:
+    # aiohttp hands undecodable header bytes over as surrogate escapes; give the same bytes back.
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
+@functools.lru_cache(maxsize=1024)
+def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    # Cached because every WebSocket connect needs it and it only changes daily. The cache holds
+    # secrets in process memory (as the lookup already does); it is never logged or exposed.
+    k = hmac.digest(_utf8("AWS4" + secret), _utf8(date), "sha256")
+    k = hmac.digest(k, _utf8(region), "sha256")
+    k = hmac.digest(k, _utf8(service), "sha256")
+    return hmac.digest(k, TERMINATOR.encode(), "sha256")
+
+
+def _signature(key: bytes, amz_date: str, scope: Scope, canonical_request: str) -> str:
+    string_to_sign = "\n".join(
+        (
+            ALGORITHM,
+            amz_date,
+            f"{scope.date}/{scope.region}/{scope.service}/{TERMINATOR}",
+            hashlib.sha256(_utf8(canonical_request)).hexdigest(),
+        )
+    )
+    return hmac.new(key, _utf8(string_to_sign), hashlib.sha256).hexdigest()
+
+
+def _remove_dot_segments(path: str) -> str:
+    # RFC 3986 5.2.4 plus the AWS rule that empty segments ("//") vanish; same as botocore / JS v3.
+    out: list[str] = []
+    for segment in path.split("/"):
+        if not segment or segment == ".":
+            continue
+        if segment == "..":
+            if out:
+                out.pop()
+        else:
+            out.append(segment)
+    lead = "/" if path.startswith("/") else ""
+    trail = "/" if path.endswith("/") and out else ""
+    return lead + "/".join(out) + trail
+
+
+def _canonical_uri(path: str) -> str:
+    """The botocore / JS v3 form: normalised, then percent-encoded again (safe: ``/`` and ``~``)."""
+    return quote(_remove_dot_segments(path or "/") or "/", safe="/~")
+
+
+def _canonical_uris(path: str) -> list[str]:
+    primary = _canonical_uri(path)
+    raw = path or "/"
+    if raw != primary and "%" not in raw:
+        return [primary, raw]
+    return [primary]
+
+
+def _split_query(query: str) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    for piece in query.split("&") if query else ():
+        if piece:
+            key, _, value = piece.partition("=")
+            pairs.append((key, value))
+    return pairs
+
+
+def _strict(component: str) -> str:
+    """Percent-decode, then encode with only RFC 3986 unreserved characters left bare."""
+    if _UNRESERVED_RE.fullmatch(component):
+        return component  # the common case: nothing to decode or encode
+    return quote(unquote_to_bytes(component), safe="-_.~")
+
+
+def _canonical_queries(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    pairs = list(pairs)
+    strict = "&".join(f"{k}={v}" for k, v in sorted((_strict(k), _strict(v)) for k, v in pairs))
+    raw = "&".join(f"{k}={v}" for k, v in sorted(pairs))
+    return [strict] if raw == strict else [strict, raw]
+
+
+def _strict_query(params: Iterable[tuple[str, str]]) -> str:
+    """Encode decoded (key, value) pairs in canonical order: what our signers emit."""
+    encoded = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in params)
+    return "&".join(f"{k}={v}" for k, v in encoded)
+
+
+def _parse_credential(value: str) -> Scope:
+    parts = value.rsplit("/", 4)
+    if len(parts) != 5:
+        raise _incomplete(
+            "Credential must have exactly 5 slash-delimited elements, "
+            "e.g. keyid/date/region/service/aws4_request."
+        )
+    access_key_id, date, region, service, terminator = parts
+    if not _ACCESS_KEY_RE.fullmatch(access_key_id):
+        raise _incomplete("Credential has a malformed access key id.")
+    if not _SCOPE_DATE_RE.fullmatch(date):
+        raise _incomplete(f"Credential scope date must be yyyymmdd, got '{_clip(date)}'.")
+    if terminator != TERMINATOR:
+        raise _invalid(f"Credential should be scoped with a valid terminator: 'aws4_request', not '{_clip(terminator)}'.")
+    if not _REGION_RE.fullmatch(region):
+        raise _invalid("Credential should be scoped to a valid region.")
+    return Scope(access_key_id=access_key_id, date=date, region=region, service=service)
+
+
+def _parse_authorization(value: str) -> dict[str, str]:
+    algorithm, _, rest = value.strip().partition(" ")
+    if algorithm != ALGORITHM:
+        raise _incomplete(f"Unsupported AWS 'algorithm': '{_clip(algorithm)}'; expected '{ALGORITHM}'.")
+    fields: dict[str, str] = {}
+    for item in rest.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, val = item.partition("=")
+        name = name.strip()
+        if not sep or name in fields:
+            raise _incomplete("Authorization header is malformed: expected 'Name=value' pairs separated by ','.")
+        fields[name] = val.strip()
+    missing = [n for n in ("Credential", "Signature", "SignedHeaders") if not fields.get(n)]
+    if missing:
+        raise _incomplete(" ".join(f"Authorization header requires '{n}' parameter." for n in missing))
+    return fields
+
+
+def _parse_signed_headers(value: str) -> list[str]:
+    names = [n.strip().lower() for n in value.split(";")]
+    if not all(_HEADER_NAME_RE.fullmatch(n) for n in names):
+        raise _incomplete("SignedHeaders is malformed: expected ';'-separated lower-case header names.")
+    if "host" not in names:
+        raise _incomplete("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
+    return names
+
+
+def _canonical_headers(headers: Mapping[str, str], signed: Sequence[str]) -> str:
+    lines = []
+    for name in signed:
+        value = headers.get(name)
+        if value is None:
+            raise _invalid(f"Header '{_clip(name)}' is listed in SignedHeaders but missing from the request.")
+        # Trimall: strip and collapse whitespace runs, exactly as botocore and JS v3 do.
+        lines.append(f"{name}:{' '.join(value.split())}\n")
+    return "".join(lines)
+
+
+def _check_service(scope: Scope, service: str) -> None:
+    if scope.service != service:
+        raise _invalid(f"Credential should be scoped to correct service: '{service}'.")
+
+
+def _check_scope_date(scope: Scope, amz_date: str) -> None:
+    if scope.date != amz_date[:8]:
+        raise _invalid(
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
+            f"'{scope.date}' != '{amz_date[:8]}', from '{amz_date}'."
+        )
+
+
+def _check_clock(ts: float, amz_date: str, now: float, max_skew: float) -> None:
+    if ts < now - max_skew:
+        raise _invalid(
+            f"Signature expired: {amz_date} is now earlier than {_amz_date(now - max_skew)} "
+            f"({_amz_date(now)} - {_skew_text(max_skew)}.)"
+        )
+    _check_not_future(ts, amz_date, now, max_skew)
+
+
+def _check_not_future(ts: float, amz_date: str, now: float, max_skew: float) -> None:
+    if ts > now + max_skew:
+        raise _invalid(
+            f"Signature not yet current: {amz_date} is still later than {_amz_date(now + max_skew)} "
+            f"({_amz_date(now)} + {_skew_text(max_skew)}.)"
+        )
+
+
+def _lookup(lookup: SecretLookup, access_key_id: str) -> Credential:
+    credential = lookup(access_key_id)
+    if credential is None:
+        raise _unrecognized()
+    return credential
+
+
+def _check_token(credential: Credential, sent: str | None) -> None:
+    expected = credential.session_token or None
+    sent = sent or None  # an empty header is the same as none
+    if expected is None:
+        if sent is not None:
+            raise _unrecognized()
+    elif sent is None or not hmac.compare_digest(_utf8(sent), _utf8(expected)):
+        raise _unrecognized()
+
+
+def _check_signature(
+    credential: Credential,
+    scope: Scope,
+    amz_date: str,
+    canonical_requests: Iterable[str],
+    provided: str,
+) -> None:
+    key = _signing_key(credential.secret_access_key, scope.date, scope.region, scope.service)
+    given = _utf8(provided)
+    for canonical_request in canonical_requests:
+        if hmac.compare_digest(_signature(key, amz_date, scope, canonical_request).encode(), given):
+            return
+    raise _invalid()
+
+
+def _canonical_requests(
+    method: str, path: str, queries: Sequence[str], headers_block: str, signed_line: str, payload: str
+) -> Iterable[str]:
+    # A generator, so alternative forms are only hashed when the first one did not match.
+    for uri in _canonical_uris(path):
+        for query in queries:
+            yield "\n".join((method.upper(), uri, query, headers_block, signed_line, payload))
+
+
+def _request_time(headers: Mapping[str, str]) -> tuple[str, float]:
+    """(ISO-8601 basic timestamp as it goes into StringToSign, epoch seconds)."""
+    value = headers.get("x-amz-date")
+    if value is not None:
+        value = value.strip()
+        try:
+            return value, _parse_amz_date(value)
+        except ValueError:
+            raise _incomplete(
+                f"X-Amz-Date must be in ISO-8601 basic format (yyyymmddTHHMMSSZ), got '{_clip(value)}'."
+            ) from None
+    value = headers.get("date")
+    if value is None:
+        raise _incomplete("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
+    value = value.strip()
+    try:
+        return value, _parse_amz_date(value)
+    except ValueError:
+        pass
+    try:
+        dt = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        raise _incomplete(f"Date header is not a valid HTTP date, got '{_clip(value)}'.") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    ts = dt.timestamp()
+    # botocore signs the ISO-8601 basic form of an RFC 1123 Date header.
+    return _amz_date(ts), ts
+
+
+def _payload_hash(headers: Mapping[str, str], body: bytes) -> str:
+    actual = hashlib.sha256(body).hexdigest()
+    declared = headers.get("x-amz-content-sha256")
+    if declared is None:
+        return actual
+    declared = declared.strip()
+    if declared == "UNSIGNED-PAYLOAD" or declared.startswith("STREAMING-"):
+        raise _invalid(
+            f"x-amz-content-sha256 '{_clip(declared)}' is not accepted by this service: "
+            "sign the SHA-256 of the request body."
+        )
+    if declared.lower() != actual:
+        raise _invalid("The provided 'x-amz-content-sha256' header does not match what was computed.")
+    return declared  # clients put the header value, verbatim, into the canonical request
+
+
+def _query_params(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Decoded values of the SigV4 query parameters (other parameters are not needed decoded)."""
+    found: dict[str, list[str]] = {}
+    for raw_key, raw_value in pairs:
+        key = unquote(raw_key)
+        if key in _PRESIGN_AUTH_KEYS:
+            found.setdefault(key, []).append(unquote(raw_value))
+    return found
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def scope_from_request(parts: RequestParts) -> Scope | None:
+    """The credential scope the client claims (header or presigned query); None when absent or bad.
+
+    Nothing is verified: open mode uses this to pick the region. Never raises.
+    """
+    try:
+        auth = parts.headers.get("authorization")
+        if auth:
+            return _parse_credential(_parse_authorization(auth)["Credential"])
+        values = _query_params(_split_query(parts.query)).get("X-Amz-Credential")
+        if values and len(values) == 1:
+            return _parse_credential(values[0])
+    except Exception:
+        return None
+    return None
+
+
+def verify_request(
+    parts: RequestParts,
+    lookup: SecretLookup,
+    now: float,
+    *,
+    service: str = DEFAULT_SERVICE,
+    max_skew: float = 300.0,
+) -> Verified:
+    """Verify a header-signed request (``Authorization: AWS4-HMAC-SHA256 ...``).
+
+    A request without an Authorization header but with ``X-Amz-Algorithm`` in its query is checked
+    as a presigned URL instead. Raises `AuthError`.
+    """
+    pairs = _split_query(parts.query)
+    auth = parts.headers.get("authorization")
+    query_auth = any(unquote(k) == "X-Amz-Algorithm" for k, _ in pairs)
+    if not auth:
+        if query_auth:
+            return _verify_presigned(parts, pairs, lookup, now, service, max_skew)
+        raise _missing()
+    if query_auth:
+        raise _incomplete(
+            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter "
+            "or the Authorization header should be specified."
+        )
+
+    fields = _parse_authorization(auth)
+    scope = _parse_credential(fields["Credential"])
+    signed = _parse_signed_headers(fields["SignedHeaders"])
+    _check_service(scope, service)
+    amz_date, ts = _request_time(parts.headers)
+    _check_scope_date(scope, amz_date)
+    _check_clock(ts, amz_date, now, max_skew)
+
+    credential = _lookup(lookup, scope.access_key_id)
+    _check_token(credential, parts.headers.get("x-amz-security-token"))
+
+    requests = _canonical_requests(
+        parts.method,
+        parts.path,
+        _canonical_queries(pairs),
+        _canonical_headers(parts.headers, signed),
+        ";".join(signed),
+        _payload_hash(parts.headers, parts.body),
+    )
+    _check_signature(credential, scope, amz_date, requests, fields["Signature"])
+    return Verified(credential=credential, scope=scope)
+
+
+def verify_presigned(
+    parts: RequestParts,
+    lookup: SecretLookup,
+    now: float,
+    *,
+    service: str = DEFAULT_SERVICE,
+    max_skew: float = 300.0,
+) -> Verified:
+    """Verify a presigned URL (the WebSocket connect). Any Authorization header is ignored.
+
+    Raises `AuthError`.
+    """
+    return _verify_presigned(parts, _split_query(parts.query), lookup, now, service, max_skew)
+
+
+def _verify_presigned(
+    parts: RequestParts,
+    pairs: list[tuple[str, str]],
+    lookup: SecretLookup,
+    now: float,
+    service: str,
+    max_skew: float,
+) -> Verified:
+    params = _query_params(pairs)
+    if "X-Amz-Algorithm" not in params:
+        raise _missing()
+    if any(len(v) > 1 for v in params.values()):
+        raise _incomplete("Each X-Amz-* authentication query parameter may appear only once.")
+    if any(name not in params for name in _PRESIGN_REQUIRED):
+        raise _incomplete(
+            "AWS query-string parameters must include 'X-Amz-Algorithm', 'X-Amz-Credential', "
+            "'X-Amz-Signature', 'X-Amz-Date', 'X-Amz-SignedHeaders', 'X-Amz-Expires'. "
+            "Re-examine the query-string parameters."
+        )
+    p = {k: v[0] for k, v in params.items()}
+    if p["X-Amz-Algorithm"] != ALGORITHM:
+        raise _incomplete(f"Unsupported AWS 'algorithm': '{_clip(p['X-Amz-Algorithm'])}'; expected '{ALGORITHM}'.")
+    scope = _parse_credential(p["X-Amz-Credential"])
+    signed = _parse_signed_headers(p["X-Amz-SignedHeaders"])
+    _check_service(scope, service)
+
+    amz_date = p["X-Amz-Date"]
+    try:
+        ts = _parse_amz_date(amz_date)
+    except ValueError:
+        raise _incomplete(
+            f"X-Amz-Date must be in ISO-8601 basic format (yyyymmddTHHMMSSZ), got '{_clip(amz_date)}'."
+        ) from None
+    _check_scope_date(scope, amz_date)
+    if not _EXPIRES_RE.fullmatch(p["X-Amz-Expires"]):
+        raise _incomplete("X-Amz-Expires must be a whole number of seconds.")
+    expires = int(p["X-Amz-Expires"])
+    if not 1 <= expires <= MAX_EXPIRES:
+        raise _access_denied(f"X-Amz-Expires must be between 1 and {MAX_EXPIRES} seconds, got {expires}.")
+    _check_not_future(ts, amz_date, now, max_skew)
+    if now > ts + expires:
+        raise _access_denied(
+            f"Signature expired: {_amz_date(ts + expires)} is now earlier than {_amz_date(now)} "
+            f"(X-Amz-Date {amz_date} + X-Amz-Expires {expires} s)."
+        )
+
+    credential = _lookup(lookup, scope.access_key_id)
+    _check_token(credential, p.get("X-Amz-Security-Token"))
+
+    unsigned = [(k, v) for k, v in pairs if unquote(k) != "X-Amz-Signature"]
+    requests = _canonical_requests(
+        parts.method,
+        parts.path,
+        _canonical_queries(unsigned),
+        _canonical_headers(parts.headers, signed),
+        ";".join(signed),
+        hashlib.sha256(parts.body).hexdigest(),
+    )
+    _check_signature(credential, scope, amz_date, requests, p["X-Amz-Signature"])
+    return Verified(credential=credential, scope=scope)
+
+
+def presign_url(
+    url: str,
+    credential: Credential,
+    region: str,
+    now: float,
+    expires: int = 299,
+    *,
+    service: str = DEFAULT_SERVICE,
+) -> str:
+    """Presign a ws/wss (or http/https) GET URL the way the KVS SDKs do; only ``host`` is signed.
+
+    Query parameters already in `url` are kept and signed. The output lists every parameter in
+    canonical order, so for the KVS JS SDK's inputs it is byte-identical to that SDK's URL.
+    """
+    if not 1 <= expires <= MAX_EXPIRES:
+        raise ValueError(f"expires must be in 1..{MAX_EXPIRES}")
+    split = urlsplit(url)
+    if not split.scheme or not split.netloc:
+        raise ValueError("url must be absolute, e.g. wss://host/path")
+    existing = [(unquote(k), unquote(v)) for k, v in _split_query(split.query)]
+    if any(k in _PRESIGN_AUTH_KEYS for k, _ in existing):
+        raise ValueError("url is already presigned")
+    amz_date = _amz_date(now)
+    scope = Scope(credential.access_key_id, amz_date[:8], region, service)
+    params = [
+        *existing,
+        ("X-Amz-Algorithm", ALGORITHM),
+        ("X-Amz-Credential", f"{scope.access_key_id}/{scope.date}/{region}/{service}/{TERMINATOR}"),
+        ("X-Amz-Date", amz_date),
+        ("X-Amz-Expires", str(expires)),
+        ("X-Amz-SignedHeaders", "host"),
+    ]
+    if credential.session_token:
+        params.append(("X-Amz-Security-Token", credential.session_token))
+    path = split.path or "/"
+    canonical_request = "\n".join(
+        ("GET", _canonical_uri(path), _strict_query(params), f"host:{split.netloc}\n", "host", EMPTY_SHA256)
+    )
+    key = _signing_key(credential.secret_access_key, scope.date, region, service)
+    params.append(("X-Amz-Signature", _signature(key, amz_date, scope, canonical_request)))
+    return f"{split.scheme}://{split.netloc}{path}?{_strict_query(params)}"
+
+
+def sign_request(
+    parts: RequestParts,
+    credential: Credential,
+    region: str,
+    now: float,
+    *,
+    service: str = DEFAULT_SERVICE,
+) -> dict[str, str]:
+    """Header-sign `parts` like botocore; returns the headers to add (lower-case names).
+
+    Every header in `parts.headers` is signed except hop-by-hop ones and user-agent; `host` must be
+    present. The session token, if any, is sent and signed.
+    """
+    amz_date = _amz_date(now)
+    added = {"x-amz-date": amz_date}
+    if credential.session_token:
+        added["x-amz-security-token"] = credential.session_token
+    headers = {k.lower(): v for k, v in parts.headers.items()} | added
+    if "host" not in headers:
+        raise ValueError("parts.headers must contain 'host'")
+    signed = sorted(name for name in headers if name not in _UNSIGNABLE_HEADERS)
+    scope = Scope(credential.access_key_id, amz_date[:8], region, service)
+    canonical_request = "\n".join(
+        (
+            parts.method.upper(),
+            _canonical_uri(parts.path),
+            _canonical_queries(_split_query(parts.query))[0],
+            _canonical_headers(headers, signed),
+            ";".join(signed),
+            hashlib.sha256(parts.body).hexdigest(),
+        )
+    )
+    key = _signing_key(credential.secret_access_key, scope.date, region, service)
+    signature = _signature(key, amz_date, scope, canonical_request)
+    added["authorization"] = (
+        f"{ALGORITHM} Credential={scope.access_key_id}/{scope.date}/{region}/{service}/{TERMINATOR}, "
+        f"SignedHeaders={';'.join(signed)}, Signature={signature}"
+    )
+    return added

@@ -1,0 +1,232 @@
+"""The signaling WebSocket adapter: handshake checks, the read loop, and performing hub actions.
+
+Everything about *what* to send *where* is decided by the sans-I/O `Hub`; this module only reads
+frames, hands them to the hub with the current time, and carries out the `Send`/`Close` actions it
+returns. A recipient that stops reading is cut off once its transport's write buffer passes
+`max_send_buffer` bytes, before the transport would pause — so a send here never waits for a slow
+peer and one stuck client can never slow the others down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from aiohttp import WSMsgType, web
+
+from signalite.log import event
+from signalite.model.errors import (
+    InvalidArgumentException,
+    ResourceNotFoundException,
+    ServiceError,
+    ServiceUnavailableException,
+)
+from signalite.signaling.hub import Action, ChannelRef, Close, ConnectRefused, Hub, Role, Send
+from signalite.store.base import ChannelStore
+from signalite.web.rest import error_response
+
+# The data plane fixes the partition to `aws` (kinesis-video-signaling model, WebSocket docs).
+_CHANNEL_ARN = re.compile(r"arn:aws:kinesisvideo:[a-z0-9-]+:[0-9]+:channel/[a-zA-Z0-9_.-]+/[0-9]+")
+_CLIENT_ID = re.compile(r"[a-zA-Z0-9_.-]{1,256}")
+
+# Inbound frames are small JSON objects (payload <= 10 KiB); anything far larger is hostile.
+MAX_FRAME_BYTES = 64 * 1024
+CLOSE_GOING_AWAY = 1001
+
+
+@dataclass(slots=True)
+class Connection:
+    """One live WebSocket (or a virtual peer, such as a SendAlexaOfferToMaster call)."""
+
+    id: int
+    role: Role
+    client_id: str | None
+    channel_arn: str
+    ws: web.WebSocketResponse | None = None
+    transport: asyncio.BaseTransport | None = None
+    # For virtual peers: frames addressed to this connection go here instead of a socket.
+    sink: Callable[[str], None] | None = None
+
+
+Authorize = Callable[[web.Request, str, Role], Awaitable[None]]
+
+
+class SignalingSockets:
+    """Accepts signaling WebSockets and performs what the hub decides."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        store: ChannelStore,
+        monotonic: Callable[[], float],
+        authorize: Authorize,
+        *,
+        max_send_buffer: int = 256 * 1024,
+    ) -> None:
+        self.hub = hub
+        self.store = store
+        self.monotonic = monotonic
+        self.authorize = authorize
+        self.max_send_buffer = max_send_buffer
+        self.connections: dict[int, Connection] = {}
+        self.accepting = True
+        self._ids = itertools.count(1)
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def new_id(self) -> int:
+        return next(self._ids)
+
+    # -- handshake -------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Serve one ConnectAsMaster / ConnectAsViewer request."""
+        try:
+            conn, channel = await self._admit(request)
+            actions = self.hub.connect(conn.id, channel, conn.role, conn.client_id, self.monotonic())
+        except ConnectRefused as e:
+            return error_response(ServiceError(e.message, code=e.error_type, status=e.status_code), "-")
+        except ServiceError as e:
+            event(logging.DEBUG, "ws.refused", code=e.code, reason=e.message)
+            return error_response(e, "-")
+        ws = web.WebSocketResponse(
+            autoping=False,  # pings count as activity for the idle timeout, so we answer them ourselves
+            compress=False,  # no permessage-deflate: tiny frames, and zlib state costs ~100 KB a socket
+            max_msg_size=MAX_FRAME_BYTES,
+        )
+        conn.ws = ws
+        conn.transport = request.transport
+        self.connections[conn.id] = conn
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            self._forget(conn)
+            raise
+        event(logging.INFO, "ws.connected", channel=conn.channel_arn, role=conn.role, client_id=conn.client_id)
+        try:
+            await self.perform(actions)
+            await self._read_loop(conn, ws)
+        finally:
+            self._forget(conn)
+            event(logging.INFO, "ws.disconnected", channel=conn.channel_arn, role=conn.role,
+                  client_id=conn.client_id, close_code=ws.close_code)  # fmt: skip
+        return ws
+
+    async def _admit(self, request: web.Request) -> tuple[Connection, ChannelRef]:
+        if not self.accepting:
+            raise ServiceUnavailableException("The server is shutting down; connect to another node.")
+        query = request.query
+        arn = query.get("X-Amz-ChannelARN")
+        if arn is None or _CHANNEL_ARN.fullmatch(arn) is None:
+            raise InvalidArgumentException("X-Amz-ChannelARN is missing or is not a signaling channel ARN.")
+        client_id = query.get("X-Amz-ClientId")
+        role = Role.MASTER if client_id is None else Role.VIEWER
+        if client_id is not None:
+            if _CLIENT_ID.fullmatch(client_id) is None:
+                raise InvalidArgumentException("X-Amz-ClientId must be 1-256 characters of [a-zA-Z0-9_.-].")
+            if client_id[:4].upper() == "AWS_":
+                raise InvalidArgumentException("X-Amz-ClientId must not start with AWS_.")
+        await self.authorize(request, arn, role)
+        channel = await self.store.get_channel(arn)
+        if channel is None or channel.status != "ACTIVE":
+            raise ResourceNotFoundException("The requested channel is not found or not active.")
+        conn = Connection(self.new_id(), role, client_id, arn)
+        return conn, ChannelRef(arn, channel.message_ttl_seconds)
+
+    # -- frames ------------------------------------------------------------------------------------
+
+    async def _read_loop(self, conn: Connection, ws: web.WebSocketResponse) -> None:
+        hub = self.hub
+        while True:
+            msg = await ws.receive()
+            kind = msg.type
+            if kind is WSMsgType.TEXT:
+                actions = hub.receive(conn.id, msg.data, self.monotonic())
+                if actions:
+                    await self.perform(actions)
+            elif kind is WSMsgType.PING:
+                hub.touch(conn.id, self.monotonic())
+                await ws.pong(msg.data)
+            elif kind is WSMsgType.PONG:
+                hub.touch(conn.id, self.monotonic())
+            elif kind is WSMsgType.BINARY:
+                # The protocol is JSON text only; a binary frame carries no correlationId to answer.
+                hub.touch(conn.id, self.monotonic())
+            else:  # CLOSE, CLOSING, CLOSED, ERROR
+                return
+
+    async def perform(self, actions: Iterable[Action]) -> None:
+        """Carry out the hub's decisions."""
+        for action in actions:
+            conn = self.connections.get(action.connection)
+            if conn is None:
+                continue
+            if isinstance(action, Send):
+                if conn.sink is not None:
+                    conn.sink(action.frame)
+                    continue
+                ws = conn.ws
+                transport = conn.transport
+                if ws is None or ws.closed or transport is None or transport.is_closing():
+                    continue
+                if transport.get_write_buffer_size() > self.max_send_buffer:  # type: ignore[attr-defined]
+                    event(logging.WARNING, "ws.slow_consumer", channel=conn.channel_arn,
+                          client_id=conn.client_id)  # fmt: skip
+                    self._close(conn, 1008, "send queue full")
+                    continue
+                try:
+                    await ws.send_str(action.frame)
+                except ConnectionError:
+                    continue
+            elif isinstance(action, Close):
+                self._close(conn, action.code, action.reason)
+
+    def _close(self, conn: Connection, code: int, reason: str) -> None:
+        self._forget(conn)
+        if conn.ws is None or conn.ws.closed:
+            return
+        task = asyncio.ensure_future(self._close_ws(conn.ws, code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close_ws(ws: web.WebSocketResponse, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code=code, message=reason.encode()[:120]), 5)
+
+    def _forget(self, conn: Connection) -> None:
+        if self.connections.pop(conn.id, None) is not None:
+            self.hub.disconnect(conn.id, self.monotonic())
+
+    # -- housekeeping and fan-out ----------------------------------------------------------------
+
+    async def tick(self) -> None:
+        await self.perform(self.hub.tick(self.monotonic()))
+
+    async def run_ticks(self, interval: float = 1.0) -> None:
+        """Drive the hub's timers (TTL drops, idle timeout, GO_AWAY before the 1 h limit)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.tick()
+            except Exception:
+                logging.getLogger("signalite").exception("hub.tick_failed")
+
+    async def close_channel(self, arn: str) -> None:
+        await self.perform(self.hub.close_channel(arn))
+
+    async def go_away_all(self) -> None:
+        await self.perform(self.hub.go_away_all())
+
+    async def reconnect_ice_all(self) -> None:
+        await self.perform(self.hub.reconnect_ice_all())
+
+    async def close_all(self) -> None:
+        for conn in list(self.connections.values()):
+            self._close(conn, CLOSE_GOING_AWAY, "server shutting down")
+        if self._closing:
+            await asyncio.wait(list(self._closing), timeout=5)
