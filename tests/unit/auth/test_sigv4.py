@@ -17,19 +17,22 @@ from dataclasses import replace
 from time import strptime
 from typing import Any
 from unittest import mock
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from hypothesis import given
+from hypothesis import strategies as st
 
 from signalite.auth.sigv4 import (
     AuthError,
     Credential,
     RequestParts,
     Scope,
+    _strict,  # the fast path is worth testing directly
     presign_url,
     scope_from_request,
     sign_request,
@@ -109,9 +112,9 @@ def botocore_sign(
         data=body,
         headers=headers if headers is not None else {"Content-Type": "application/x-amz-json-1.1"},
     )
-    SigV4Auth(
-        Credentials(cred.access_key_id, cred.secret_access_key, cred.session_token), service, region
-    ).add_auth(req)
+    SigV4Auth(Credentials(cred.access_key_id, cred.secret_access_key, cred.session_token), service, region).add_auth(
+        req
+    )
     split = urlsplit(url)
     received = {k.lower(): v for k, v in req.headers.items()}
     # What urllib3 adds on the wire, unsigned.
@@ -299,18 +302,17 @@ def test_botocore_signed_with_frozen_clock_gives_expected_date() -> None:
 
 def test_botocore_date_header_instead_of_x_amz_date() -> None:
     # With a Date header botocore signs an RFC 1123 Date and sends no X-Amz-Date.
-    parts, _ = botocore_sign(
-        CP_URL, BODY, CRED, headers={"Content-Type": "application/x-amz-json-1.1", "Date": "x"}
-    )
+    parts, _ = botocore_sign(CP_URL, BODY, CRED, headers={"Content-Type": "application/x-amz-json-1.1", "Date": "x"})
     assert "x-amz-date" not in parts.headers
-    assert parts.headers["date"].endswith("GMT")
+    assert parts.headers["date"][3:5] == ", "  # RFC 2822, e.g. "Tue, 14 Nov 2023 22:13:20 -0000"
     verify_request(parts, lookup, epoch_from_http_date(parts.headers["date"]))
 
 
 def epoch_from_http_date(value: str) -> float:
     from email.utils import parsedate_to_datetime
 
-    return parsedate_to_datetime(value).timestamp()
+    dt = parsedate_to_datetime(value)
+    return (dt if dt.tzinfo else dt.replace(tzinfo=datetime.UTC)).timestamp()
 
 
 def test_botocore_path_is_double_encoded_and_normalised() -> None:
@@ -326,7 +328,11 @@ def test_botocore_query_string_verifies() -> None:
     verify_request(parts, lookup, now)
     # The same values encoded differently by a proxy still verify: the query is re-canonicalised.
     verify_request(replace(parts, query="a=1:2&c&b=x%20y&a=0"), lookup, now)
-    raises(lambda: verify_request(replace(parts, query="b=x%20y&a=1%3A2&c="), lookup, now), "InvalidSignatureException", 403)
+    raises(
+        lambda: verify_request(replace(parts, query="b=x%20y&a=1%3A2&c="), lookup, now),
+        "InvalidSignatureException",
+        403,
+    )
 
 
 class _Captured(Exception):
@@ -517,7 +523,9 @@ def test_signed_header_whitespace_is_trimmed_and_collapsed() -> None:
     )
     assert "x-custom" in parts.headers["authorization"]
     verify_request(_set_header(parts, "x-custom", "  a b    c"), lookup, now)
-    raises(lambda: verify_request(_set_header(parts, "x-custom", "a b c d"), lookup, now), "InvalidSignatureException", 403)
+    raises(
+        lambda: verify_request(_set_header(parts, "x-custom", "a b c d"), lookup, now), "InvalidSignatureException", 403
+    )
 
 
 def test_signed_header_missing_from_request() -> None:
@@ -552,19 +560,25 @@ def test_clock_messages_use_aws_wording() -> None:
     )
     err = raises(lambda: verify_request(parts, lookup, JS_NOW - 600), "InvalidSignatureException", 403)
     assert err.message == (
-        "Signature not yet current: 20191201T000000Z is still later than 20191130T235500Z "
-        "(20191130T235000Z + 5 min.)"
+        "Signature not yet current: 20191201T000000Z is still later than 20191130T235500Z (20191130T235000Z + 5 min.)"
     )
 
 
 def test_clock_is_checked_before_the_key_and_signature() -> None:
     # The C SDK corrects its clock on these words, so they win over a bad signature.
-    raises(lambda: verify_request(_flip_last_hex(SIGNED), lookup, SIGNED_NOW + 3600), "InvalidSignatureException", 403, "Signature expired")
+    raises(
+        lambda: verify_request(_flip_last_hex(SIGNED), lookup, SIGNED_NOW + 3600),
+        "InvalidSignatureException",
+        403,
+        "Signature expired",
+    )
 
 
 def test_scope_date_must_match_x_amz_date() -> None:
     parts = _edit_auth(SIGNED, f"/{_DATE[:8]}/", "/20000101/")
-    raises(lambda: verify_request(parts, lookup, SIGNED_NOW), "InvalidSignatureException", 403, "Date in Credential scope")
+    raises(
+        lambda: verify_request(parts, lookup, SIGNED_NOW), "InvalidSignatureException", 403, "Date in Credential scope"
+    )
 
 
 # ----------------------------------------------------------------------------- malformed / missing
@@ -572,7 +586,12 @@ def test_scope_date_must_match_x_amz_date() -> None:
 
 def test_no_auth_at_all() -> None:
     parts = RequestParts("POST", "/createSignalingChannel", "", {"host": "h"}, BODY)
-    raises(lambda: verify_request(parts, lookup, T0), "MissingAuthenticationTokenException", 403, "Missing Authentication Token")
+    raises(
+        lambda: verify_request(parts, lookup, T0),
+        "MissingAuthenticationTokenException",
+        403,
+        "Missing Authentication Token",
+    )
     raises(lambda: verify_presigned(parts, lookup, T0), "MissingAuthenticationTokenException", 403)
 
 
@@ -599,7 +618,12 @@ def test_malformed_authorization_is_400(auth: str) -> None:
 
 def test_missing_or_bad_timestamp_is_400() -> None:
     no_date = {k: v for k, v in SIGNED.headers.items() if k != "x-amz-date"}
-    raises(lambda: verify_request(replace(SIGNED, headers=no_date), lookup, SIGNED_NOW), "IncompleteSignatureException", 400, "X-Amz-Date")
+    raises(
+        lambda: verify_request(replace(SIGNED, headers=no_date), lookup, SIGNED_NOW),
+        "IncompleteSignatureException",
+        400,
+        "X-Amz-Date",
+    )
     raises(
         lambda: verify_request(_set_header(SIGNED, "x-amz-date", "2023-11-14T22:13:20Z"), lookup, SIGNED_NOW),
         "IncompleteSignatureException",
@@ -608,8 +632,18 @@ def test_missing_or_bad_timestamp_is_400() -> None:
 
 
 def test_bad_terminator_and_region() -> None:
-    raises(lambda: verify_request(_edit_auth(SIGNED, "/aws4_request", "/aws5_request"), lookup, SIGNED_NOW), "InvalidSignatureException", 403, "terminator")
-    raises(lambda: verify_request(_edit_auth(SIGNED, "/us-west-2/", "/us:west/"), lookup, SIGNED_NOW), "InvalidSignatureException", 403, "valid region")
+    raises(
+        lambda: verify_request(_edit_auth(SIGNED, "/aws4_request", "/aws5_request"), lookup, SIGNED_NOW),
+        "InvalidSignatureException",
+        403,
+        "terminator",
+    )
+    raises(
+        lambda: verify_request(_edit_auth(SIGNED, "/us-west-2/", "/us:west/"), lookup, SIGNED_NOW),
+        "InvalidSignatureException",
+        403,
+        "valid region",
+    )
 
 
 def test_content_sha256_header() -> None:
@@ -622,7 +656,10 @@ def test_content_sha256_header() -> None:
     # botocore puts the header value into the canonical request as-is: UNSIGNED-PAYLOAD would sign
     # correctly, and is still refused because it leaves the body unauthenticated.
     parts, now = botocore_sign(
-        CP_URL, BODY, CRED, headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}
+        CP_URL,
+        BODY,
+        CRED,
+        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"},
     )
     raises(lambda: verify_request(parts, lookup, now), "InvalidSignatureException", 403, "UNSIGNED-PAYLOAD")
     bad = hashlib.sha256(b"other").hexdigest()
@@ -673,14 +710,18 @@ def test_presigned_expiry_boundary(expires: int) -> None:
 def test_presigned_not_yet_current() -> None:
     parts = parts_from_url(_ws_url())
     verify_presigned(parts, lookup, T0 - 300)
-    raises(lambda: verify_presigned(parts, lookup, T0 - 301), "InvalidSignatureException", 403, "Signature not yet current")
+    raises(
+        lambda: verify_presigned(parts, lookup, T0 - 301), "InvalidSignatureException", 403, "Signature not yet current"
+    )
 
 
 @pytest.mark.parametrize("expires", ["0", "604801"])
 def test_presigned_expires_out_of_range(expires: str) -> None:
     # The range is checked before the signature, so the refusal names the real problem.
     url = with_query_param(_ws_url(), "X-Amz-Expires", expires)
-    raises(lambda: verify_presigned(parts_from_url(url), lookup, T0), "AccessDeniedException", 403, "between 1 and 604800")
+    raises(
+        lambda: verify_presigned(parts_from_url(url), lookup, T0), "AccessDeniedException", 403, "between 1 and 604800"
+    )
     with pytest.raises(ValueError):
         presign_url("wss://h/", CRED, "us-west-2", T0, int(expires))
 
@@ -856,7 +897,9 @@ def test_scope_from_request() -> None:
     assert scope_from_request(other) == Scope("ASIAEXAMPLE", _DATE[:8], "us-west-2", "s3")
     assert scope_from_request(RequestParts("GET", "/", "", {}, b"")) is None
     assert scope_from_request(RequestParts("GET", "/", "X-Amz-Credential=%ZZ/x", {}, b"")) is None
-    assert scope_from_request(RequestParts("GET", "/", "X-Amz-Credential=a/b/c/d/e&X-Amz-Credential=f", {}, b"")) is None
+    assert (
+        scope_from_request(RequestParts("GET", "/", "X-Amz-Credential=a/b/c/d/e&X-Amz-Credential=f", {}, b"")) is None
+    )
     # A region that could corrupt an ARN is never handed out.
     evil = with_query_param(JS_URL, "X-Amz-Credential", "AKIA%2F20191201%2Fus%3Awest%2Fkinesisvideo%2Faws4_request")
     assert scope_from_request(parts_from_url(evil)) is None
@@ -873,3 +916,17 @@ def test_auth_error_fields() -> None:
     err = raises(lambda: verify_request(_flip_last_hex(SIGNED), lookup, SIGNED_NOW), "InvalidSignatureException", 403)
     assert isinstance(err, Exception)
     assert err.message in str(err)
+
+
+# ----------------------------------------------------------------------------- canonical query fast path
+
+
+def test_strict_fast_path_agrees_on_every_escape() -> None:
+    for byte in range(256):
+        for escaped in (f"%{byte:02X}", f"%{byte:02x}", chr(byte)):
+            assert _strict(escaped) == quote(unquote_to_bytes(escaped), safe="-_.~"), escaped
+
+
+@given(st.text(alphabet=st.sampled_from("aZ09-_.~%/:+=!*'() ü2fF3A"), max_size=24))
+def test_strict_equals_decode_then_encode(text: str) -> None:
+    assert _strict(text) == quote(unquote_to_bytes(text), safe="-_.~")
