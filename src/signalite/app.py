@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import socket
 import ssl
 import time
@@ -23,22 +22,21 @@ import orjson
 from aiohttp import web
 
 from signalite import __version__
+from signalite.auth.credentials import load_credentials
 from signalite.config import Settings, reload_settings
 from signalite.controlplane.operations import Endpoints, Quotas
+from signalite.controlplane.quotas import RateTable, RequestQuotas
 from signalite.log import event
 from signalite.model.errors import InvalidArgumentException, UnknownOperationException
-from signalite.signaling.hub import ChannelRef, Hub, Role, SignalingLimits
+from signalite.signaling.hub import ChannelRef, Hub, SignalingLimits
 from signalite.store.base import Channel
 from signalite.store.sqlite import SqliteStore
 from signalite.tls import ensure_self_signed, self_signed_paths, server_context
+from signalite.web.auth import Gatekeeper
 from signalite.web.controlplane import ControlPlane
-from signalite.web.rest import Caller, RestApi, error_response
+from signalite.web.rest import RestApi, error_response
 from signalite.web.signaling_http import SignalingApi
 from signalite.web.websocket import SignalingSockets
-
-# The credential scope `<AKID>/<yyyymmdd>/<region>/<service>/aws4_request`, as found in an
-# Authorization header or an X-Amz-Credential query parameter.
-_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/")
 
 CORS_ALLOWED_HEADERS = (
     "authorization, content-type, x-amz-date, x-amz-security-token, x-amz-user-agent, "
@@ -87,7 +85,15 @@ class Server:
         ssl_context = self._ssl_context()
         self.store = SqliteStore(self.settings.database_path)
         self.hub = Hub(signaling_limits(self.settings.limits))
-        self.sockets = SignalingSockets(self.hub, self.store, self.monotonic, self._authorize_connect)
+        self.gatekeeper = Gatekeeper(
+            identities=load_credentials(self.settings.credentials) if self.settings.credentials else None,
+            default_account=self.settings.account_id,
+            default_region=self.settings.region,
+            store=self.store,
+            quotas=RequestQuotas(RateTable.for_mode(self.settings.limits)),
+            clock=self.clock,
+        )
+        self.sockets = SignalingSockets(self.hub, self.store, self.monotonic, self.gatekeeper.authorize_connect)
         self.started_at = self.clock()
         self._runner = web.AppRunner(self._build_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -159,7 +165,11 @@ class Server:
         endpoints = Endpoints(wss=s.wss_url, https=s.base_url, webrtc=s.base_url)
         control_plane = ControlPlane(self.store, endpoints, Quotas(max_channels=s.max_channels), self, self.clock)
         signaling = SignalingApi(self.store, self.sockets, lambda: self.settings, self.clock)
-        self.rest = RestApi({"kinesisvideo": control_plane, "kinesis-video-signaling": signaling}, self._authenticate)
+        self.rest = RestApi(
+            {"kinesisvideo": control_plane, "kinesis-video-signaling": signaling},
+            self.gatekeeper.authenticate,
+            self.gatekeeper.authorize,
+        )
         app = web.Application(client_max_size=s.max_body_bytes)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
@@ -176,18 +186,6 @@ class Server:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _authenticate(self, request: web.Request, body: bytes) -> Caller:
-        # Open mode: any credentials are accepted; the region comes from the SigV4 scope.
-        auth = request.headers.get("Authorization") or request.query.get("X-Amz-Credential", "")
-        if auth and not auth.startswith("AWS4"):
-            auth = "Credential=" + auth
-        m = _SCOPE.search(auth)
-        return self.settings.account_id, m.group(1) if m else self.settings.region
-
-    async def _authorize_connect(self, request: web.Request, arn: str, role: Role) -> None:
-        # Open mode: every caller may connect; strict mode verifies the presigned URL here.
-        return None
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         method = request.method
@@ -218,7 +216,7 @@ class Server:
         body: dict[str, Any] = {
             "status": status,
             "version": __version__,
-            "auth_mode": "open",
+            "auth_mode": self.gatekeeper.mode,
             "store": "sqlite",
             "limits": self.settings.limits,
             "connections": len(self.sockets.connections),

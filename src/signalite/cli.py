@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from signalite import __version__
 from signalite.app import Server
+from signalite.auth.credentials import load_credentials
 from signalite.config import Settings, add_arguments, load_settings
 from signalite.log import configure, event
 
@@ -36,7 +37,11 @@ def banner(server: Server) -> str:
     """What a person needs to start using the server (printed on start-up)."""
     s = server.settings
     url = server.url
-    mode = "open (any credentials accepted)"
+    mode = (
+        f"strict (SigV4 verified; credentials from {s.credentials})"
+        if s.credentials
+        else "open (any credentials accepted)"
+    )
     return "\n".join(
         [
             f"signalite {__version__} listening on {url}",
@@ -88,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"signalite: {e}", file=sys.stderr)
         return 2
+    if settings.credentials is not None:
+        try:
+            load_credentials(settings.credentials)  # fail fast, before binding the port
+        except ValueError as e:
+            print(f"signalite: {e}", file=sys.stderr)
+            return 2
     configure(settings.log_level, settings.log_format)
     try:
         import uvloop

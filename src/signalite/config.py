@@ -34,6 +34,7 @@ class Settings:
     log_level: str = "info"
     log_format: str = "text"
     config: Path | None = None
+    credentials: Path | None = None
     limits: str = "aws"
     max_channels: int = 10_000
     max_body_bytes: int = 1024 * 1024
@@ -85,6 +86,7 @@ _HELP: Mapping[str, str] = {
     "log_level": "debug, info, warning or error (default info)",
     "log_format": "text (key=value) or json (default text)",
     "config": "TOML file with any of these settings; re-read on SIGHUP",
+    "credentials": "JSON or TOML credentials file: turns on strict mode (SigV4 verified, policies enforced)",
     "limits": "aws (AWS's quotas), relaxed (10x) or off (default aws)",
     "max_channels": "signaling channels per account and region (default 10000)",
     "max_body_bytes": "largest accepted request body (default 1048576)",

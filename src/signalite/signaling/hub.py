@@ -236,9 +236,7 @@ class _Conn:
         "sdp_bucket",
     )
 
-    def __init__(
-        self, cid: ConnectionId, channel: _Channel, role: Role, client_id: str | None, now: float
-    ) -> None:
+    def __init__(self, cid: ConnectionId, channel: _Channel, role: Role, client_id: str | None, now: float) -> None:
         self.id = cid
         self.channel = channel
         self.role = role

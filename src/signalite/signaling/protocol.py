@@ -116,12 +116,13 @@ def is_valid_id(value: str) -> bool:
 def _valid_base64(text: str) -> bool:
     """Structurally valid standard base64, with or without the trailing '=' padding.
 
-    Missing padding is tolerated on purpose: AWS's own model constrains the payload only to the
-    character set `[a-zA-Z0-9+/=]+`, and browsers' `atob` (what the JS SDK uses to decode) accepts
-    unpadded input, so a client that works against AWS without padding must work here too. What is
-    refused can never decode anywhere: characters outside the alphabet, '=' other than as up to two
-    trailing pad characters, padding that does not complete a 4-character group, and a lone
-    trailing character (a 4n+1 length carries 6 bits, less than a byte).
+    Missing padding is tolerated on purpose: AWS's signaling model constrains MessagePayload only
+    to the character set `[a-zA-Z0-9+/=]+`, and browsers' `atob` (what the JS SDK decodes with)
+    accepts unpadded input, so a client that works against AWS without padding must work here too.
+    Refused is what `atob` refuses as well: characters outside the alphabet, '=' other than as up
+    to two pad characters completing a 4-character group, and a 4n+1 length (6 bits, not a byte).
+    Whitespace, which `atob` would skip, is refused too: no SDK emits it, and it would need
+    escaping in the relayed frame.
     """
     if _B64.fullmatch(text) is None:
         return False
@@ -130,14 +131,36 @@ def _valid_base64(text: str) -> bool:
     return len(text) % 4 != 1
 
 
-# Member spellings -> slot (0 action, 1 recipient, 2 payload, 3 correlation). The SDKs' exact
-# spellings are listed so the common case skips str.lower(); other casings fall back to it.
-_MEMBER_SLOT: Final[dict[str, int]] = {}
-for _slot, _name in enumerate(("action", "recipientClientId", "messagePayload", "correlationId")):
-    for _spelling in (_name, _name[0].upper() + _name[1:], _name.lower()):
-        _MEMBER_SLOT[_spelling] = _slot
-_SLOT_NAME: Final = ("action", "recipientClientId", "messagePayload", "correlationId")
-_MISSING: Final[Any] = object()
+# The four members, in the order of the tuple below, and the exact spellings of each SDK. A frame
+# using only one SDK's spellings (nearly all frames) is read with four dict lookups; anything else
+# goes through the case-insensitive loop.
+_NAMES: Final = ("action", "recipientClientId", "messagePayload", "correlationId")
+_JS_KEYS: Final = frozenset(_NAMES)
+_C_KEYS: Final = frozenset({"action", "RecipientClientId", "MessagePayload", "CorrelationId", "IceServerList"})
+_SLOT: Final[dict[str, int]] = {name.lower(): slot for slot, name in enumerate(_NAMES)}
+
+
+def _members_any_case(obj: dict[str, Any]) -> list[Any]:
+    """The four members matched case-insensitively; a member given in two casings with
+    different values is a FrameError (null counts as absent, so it never conflicts)."""
+    values: list[Any] = [None, None, None, None]
+    conflicts = 0  # bit per slot
+    for key, value in obj.items():
+        slot = _SLOT.get(key.lower())
+        if slot is None or value is None:
+            continue  # unknown members are ignored
+        seen = values[slot]
+        if seen is not None and seen != value:
+            conflicts |= 1 << slot
+        values[slot] = value
+    if conflicts:
+        # Report with the correlationId only if that member itself is unambiguous and valid.
+        correlation = values[3]
+        if conflicts & 0b1000 or type(correlation) is not str or _ID.fullmatch(correlation) is None:
+            correlation = None
+        name = _NAMES[conflicts.bit_length() - 1]
+        raise FrameError(f"{name} is given twice with different values", correlation_id=correlation)
+    return values
 
 
 def parse_fields(text: str, max_payload: int) -> tuple[MessageType, str, str | None, str | None]:
@@ -152,55 +175,42 @@ def parse_fields(text: str, max_payload: int) -> tuple[MessageType, str, str | N
     if type(obj) is not dict:
         raise FrameError("frame must be a JSON object", correlation_id=None)
 
-    values: list[Any] = [_MISSING, _MISSING, _MISSING, _MISSING]
-    conflicts = 0  # bit per slot given twice (in two casings) with different values
-    for key, value in obj.items():
-        slot = _MEMBER_SLOT.get(key)
-        if slot is None:
-            slot = _MEMBER_SLOT.get(key.lower())
-            if slot is None:
-                continue  # unknown members (e.g. the C SDK's IceServerList) are ignored
-        seen = values[slot]
-        if seen is not _MISSING and seen != value:
-            conflicts |= 1 << slot
-        values[slot] = value
-    action, recipient, payload, correlation = values
+    # JSON null is treated as absent throughout (`.get` gives None for both).
+    keys = obj.keys()
+    if keys <= _JS_KEYS:
+        get = obj.get
+        action, recipient = get("action"), get("recipientClientId")
+        payload, correlation = get("messagePayload"), get("correlationId")
+    elif keys <= _C_KEYS:
+        get = obj.get
+        action, recipient = get("action"), get("RecipientClientId")
+        payload, correlation = get("MessagePayload"), get("CorrelationId")
+    else:
+        action, recipient, payload, correlation = _members_any_case(obj)
 
     # correlationId first: every later error is reported to the client only if it is usable.
-    # JSON null is treated as absent for the optional members.
-    if conflicts & 0b1000:
-        raise FrameError("correlationId is given twice with different values", correlation_id=None)
-    if correlation is _MISSING or correlation is None:
-        correlation = None
-    elif type(correlation) is not str or _ID.fullmatch(correlation) is None:
+    if correlation is not None and (type(correlation) is not str or _ID.fullmatch(correlation) is None):
         raise FrameError("correlationId must match ^[a-zA-Z0-9_.-]{1,256}$", correlation_id=None)
-    if conflicts:
-        name = _SLOT_NAME[conflicts.bit_length() - 1]
-        raise FrameError(f"{name} is given twice with different values", correlation_id=correlation)
 
-    if action is _MISSING or action is None:
+    if action is None:
         raise FrameError("action is required", correlation_id=correlation)
     kind = _ACTION_BY_NAME.get(action) if type(action) is str else None
     if kind is None:
-        raise FrameError(
-            "action must be one of SDP_OFFER, SDP_ANSWER, ICE_CANDIDATE", correlation_id=correlation
-        )
+        raise FrameError("action must be one of SDP_OFFER, SDP_ANSWER, ICE_CANDIDATE", correlation_id=correlation)
 
-    if payload is _MISSING or payload is None:
+    if payload is None:
         raise FrameError("messagePayload is required", correlation_id=correlation)
     if type(payload) is not str:
         raise FrameError("messagePayload must be a string", correlation_id=correlation)
     if not 0 < len(payload) <= max_payload:
-        raise FrameError(
-            f"messagePayload must be 1 to {max_payload} characters long", correlation_id=correlation
-        )
+        raise FrameError(f"messagePayload must be 1 to {max_payload} characters long", correlation_id=correlation)
     if not _valid_base64(payload):
         raise FrameError("messagePayload must be base64 encoded", correlation_id=correlation)
 
     # An empty recipient counts as absent: the C SDK always sends RecipientClientId, filled from
     # the application's peer id, which a viewer application may leave empty (viewers' recipients
     # are ignored anyway; a master without one is refused by the hub).
-    if recipient is _MISSING or recipient is None or recipient == "":
+    if recipient is None or recipient == "":
         recipient = None
     elif type(recipient) is not str or _ID.fullmatch(recipient) is None:
         raise FrameError("recipientClientId must match ^[a-zA-Z0-9_.-]{1,256}$", correlation_id=correlation)

@@ -11,7 +11,7 @@ from signalite.controlplane.operations import OPERATIONS, ChannelEvents, Endpoin
 from signalite.model.errors import NotImplementedException
 from signalite.model.service import Operation
 from signalite.store.base import ChannelStore
-from signalite.web.rest import Caller
+from signalite.web.auth import Caller
 
 
 class ControlPlane:
@@ -37,10 +37,9 @@ class ControlPlane:
         fn = OPERATIONS.get(op.name)
         if fn is None:
             raise NotImplementedException(f"{op.name} is not implemented by signalite.")
-        account, region = caller
         ctx = RequestContext(
-            account=account,
-            region=region,
+            account=caller.account,
+            region=caller.region,
             now=self.clock(),
             store=self.store,
             endpoints=self.endpoints,

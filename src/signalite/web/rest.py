@@ -30,11 +30,11 @@ from signalite.model.errors import (
 from signalite.model.service import Operation, route_table
 from signalite.model.validate import validate_input
 from signalite.store.base import StoreUnavailable
+from signalite.web.auth import Caller
 
-# What each surface needs from a request, decided by the adapter (auth) and handed to the core.
-Caller = tuple[str, str]  # (account, region)
 Handler = Callable[[web.Request, Operation, Caller, dict[str, Any]], Awaitable[Mapping[str, Any]]]
 Authenticate = Callable[[web.Request, bytes], Awaitable[Caller]]
+Authorize = Callable[[Operation, Caller, Mapping[str, Any]], Awaitable[None]]
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -56,11 +56,12 @@ def error_response(error: ServiceError, request_id: str) -> web.Response:
 class RestApi:
     """Dispatches modeled POST paths to the handler of their service."""
 
-    def __init__(self, handlers: Mapping[str, Handler], authenticate: Authenticate) -> None:
+    def __init__(self, handlers: Mapping[str, Handler], authenticate: Authenticate, authorize: Authorize) -> None:
         # handlers: service name -> handler for that service's operations.
         self._routes = route_table()
         self._handlers = handlers
         self._authenticate = authenticate
+        self._authorize = authorize
 
     def knows(self, path: str) -> bool:
         return path in self._routes
@@ -81,6 +82,7 @@ class RestApi:
             handler = self._handlers.get(op.service)
             if handler is None:
                 raise NotImplementedException(f"{op.name} is not implemented by signalite.")
+            await self._authorize(op, caller, params)
             result = await handler(request, op, caller, params)
         except ServiceError as e:
             if e.status >= 500:

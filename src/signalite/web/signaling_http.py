@@ -30,7 +30,7 @@ from signalite.model.service import Operation
 from signalite.signaling.hub import ChannelRef, ConnectRefused, Role
 from signalite.signaling.protocol import MessageType
 from signalite.store.base import Channel, ChannelStore
-from signalite.web.rest import Caller
+from signalite.web.auth import Caller
 from signalite.web.websocket import Connection, SignalingSockets
 
 
@@ -65,7 +65,7 @@ class SignalingApi:
     async def _channel(self, caller: Caller, arn: str) -> Channel:
         parsed = parse_arn(arn)
         channel = None
-        if parsed is not None and parsed.kind == "channel" and parsed.account == caller[0]:
+        if parsed is not None and parsed.kind == "channel" and parsed.account == caller.account:
             channel = await self.store.get_channel(arn)
         if channel is None or channel.status != "ACTIVE":
             raise ResourceNotFoundException("The requested channel is not found or not active.")

@@ -53,7 +53,7 @@ class Connection:
     sink: Callable[[str], None] | None = None
 
 
-Authorize = Callable[[web.Request, str, Role], Awaitable[None]]
+Authorize = Callable[[web.Request, str, Role], Awaitable[str]]
 
 
 class SignalingSockets:

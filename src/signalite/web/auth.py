@@ -1,0 +1,151 @@
+"""Who is calling, and may they? The adapter between aiohttp requests and the pure auth core.
+
+Open mode (no `--credentials`): every caller is accepted as `--account-id`; the region comes from
+the request's SigV4 scope when it has one. Strict mode: every REST request and every WebSocket
+handshake must carry a valid SigV4 signature of a known key (`auth/sigv4.py`), the caller's account
+is the key's, and the key's policy (`auth/policy.py`) must allow the action on the resource.
+Request-rate quotas (`controlplane/quotas.py`) apply in both modes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from signalite.auth.credentials import Identity
+from signalite.auth.policy import CONNECT_AS_MASTER, CONNECT_AS_VIEWER, Policy, action_name, evaluate
+from signalite.auth.sigv4 import Credential, RequestParts, scope_from_request, verify_presigned, verify_request
+from signalite.controlplane.quotas import RequestQuotas
+from signalite.model.errors import (
+    AccessDeniedException,
+    NotAuthorizedException,
+    ResourceNotFoundException,
+    ServiceError,
+)
+from signalite.model.service import Operation
+from signalite.signaling.hub import Role
+from signalite.store.base import ChannelStore
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller: whose resources, which region, what it may do."""
+
+    account: str
+    region: str
+    policy: Policy | None = None
+    access_key_id: str | None = None
+
+
+def request_parts(request: web.Request, body: bytes) -> RequestParts:
+    """The parts of an aiohttp request that SigV4 signs, exactly as received."""
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    path = request.raw_path.split("?", 1)[0]
+    return RequestParts(request.method, path, request.rel_url.raw_query_string, headers, body)
+
+
+# The member that names the resource an operation acts on, in order of preference.
+_ARN_MEMBERS = ("ChannelARN", "ResourceARN", "StreamARN")
+
+
+class Gatekeeper:
+    """Authentication, authorization and request quotas for every surface."""
+
+    def __init__(
+        self,
+        *,
+        identities: Mapping[str, Identity] | None,
+        default_account: str,
+        default_region: str,
+        store: ChannelStore,
+        quotas: RequestQuotas,
+        clock: Callable[[], float],
+    ) -> None:
+        self.identities = identities
+        self.default_account = default_account
+        self.default_region = default_region
+        self.store = store
+        self.quotas = quotas
+        self.clock = clock
+
+    @property
+    def mode(self) -> str:
+        return "open" if self.identities is None else "strict"
+
+    def _lookup(self, access_key_id: str) -> Credential | None:
+        assert self.identities is not None
+        identity = self.identities.get(access_key_id)
+        return None if identity is None else identity.credential
+
+    # -- REST ------------------------------------------------------------------------------------
+
+    async def authenticate(self, request: web.Request, body: bytes) -> Caller:
+        parts = request_parts(request, body)
+        if self.identities is None:
+            scope = scope_from_request(parts)
+            return Caller(self.default_account, scope.region if scope else self.default_region)
+        verified = verify_request(parts, self._lookup, self.clock())
+        identity = self.identities[verified.credential.access_key_id]
+        return Caller(
+            verified.credential.account_id, verified.scope.region, identity.policy, verified.credential.access_key_id
+        )
+
+    async def authorize(self, op: Operation, caller: Caller, params: Mapping[str, Any]) -> None:
+        resource, channel_key = await self._resource(op, caller, params)
+        if caller.policy is not None and not evaluate(caller.policy, action_name(op.name), [resource]):
+            message = f"User {caller.access_key_id} is not authorized to perform {action_name(op.name)} on {resource}"
+            if op.service == "kinesis-video-signaling":
+                raise NotAuthorizedException(message)
+            raise AccessDeniedException(message)
+        self.quotas.check(op.name, caller.account, channel_key, self.clock())
+
+    async def _resource(self, op: Operation, caller: Caller, params: Mapping[str, Any]) -> tuple[str, str | None]:
+        """(the ARN a policy is checked against, the key of the per-channel quota)."""
+        for member in _ARN_MEMBERS:
+            value = params.get(member)
+            if isinstance(value, str):
+                return value, value
+        prefix = f"arn:aws:kinesisvideo:{caller.region}:{caller.account}"
+        name = params.get("ChannelName")
+        if isinstance(name, str):
+            if caller.policy is None:
+                return f"{prefix}:channel/{name}/*", name
+            found = await self.store.find_channel(caller.account, caller.region, name)
+            return (found.arn if found else f"{prefix}:channel/{name}/*"), name
+        name = params.get("StreamName")
+        if isinstance(name, str):
+            if caller.policy is None:
+                return f"{prefix}:stream/{name}/*", None
+            stream = await self.store.find_stream(caller.account, caller.region, name)
+            return (stream.arn if stream else f"{prefix}:stream/{name}/*"), None
+        return "*", None
+
+    # -- WebSocket ---------------------------------------------------------------------------------
+
+    async def authorize_connect(self, request: web.Request, arn: str, role: Role) -> str:
+        """Check a ConnectAsMaster/ConnectAsViewer handshake; return the caller's account."""
+        if self.identities is None:
+            return self.default_account
+        try:
+            verified = verify_presigned(request_parts(request, b""), self._lookup, self.clock())
+        except ServiceError as e:
+            # Every handshake refusal for credentials is a 403 on the WebSocket (kvs-protocol §5.3),
+            # with the same code and message as on REST.
+            raise ServiceError(e.message, code=e.code, status=403) from None
+        identity = self.identities[verified.credential.access_key_id]
+        if not arn.split(":")[4] == verified.credential.account_id:
+            raise ResourceNotFoundException("The requested channel is not found or not active.")
+        action = action_name(CONNECT_AS_MASTER if role is Role.MASTER else CONNECT_AS_VIEWER)
+        if not evaluate(identity.policy, action, [arn]):
+            raise ServiceError(
+                f"User {verified.credential.access_key_id} is not authorized to perform {action} on {arn}",
+                code="AccessDeniedException",
+                status=403,
+            )
+        return verified.credential.account_id
