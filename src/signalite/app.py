@@ -34,6 +34,7 @@ from signalite.store.sqlite import SqliteStore
 from signalite.tls import ensure_self_signed, self_signed_paths, server_context
 from signalite.web.auth import Gatekeeper
 from signalite.web.controlplane import ControlPlane
+from signalite.web.guard import ConnectionGuard, GuardedSite, GuardLimits
 from signalite.web.rest import RestApi, error_response
 from signalite.web.signaling_http import SignalingApi
 from signalite.web.websocket import SignalingSockets
@@ -70,7 +71,7 @@ class Server:
         self.draining = False
         self.ca_path: str | None = None
         self._runner: web.AppRunner | None = None
-        self._site: web.SockSite | None = None
+        self._site: GuardedSite | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -95,9 +96,23 @@ class Server:
         )
         self.sockets = SignalingSockets(self.hub, self.store, self.monotonic, self.gatekeeper.authorize_connect)
         self.started_at = self.clock()
-        self._runner = web.AppRunner(self._build_app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self._build_app(),
+            access_log=None,
+            handle_signals=False,
+            max_line_size=8190,  # request line and each header line
+            max_field_size=8190,
+        )
         await self._runner.setup()
-        self._site = web.SockSite(self._runner, sock, ssl_context=ssl_context)
+        off = self.settings.limits == "off"
+        self.guard = ConnectionGuard(
+            GuardLimits(
+                max_connections=None if off else self.settings.max_connections,
+                max_per_address=None if off else self.settings.max_connections_per_address,
+                header_timeout=self.settings.header_timeout,
+            )
+        )
+        self._site = GuardedSite(self._runner, sock, self.guard, ssl_context=ssl_context)
         await self._site.start()
         self._ticker = asyncio.create_task(self.sockets.run_ticks(self.tick_interval))
 

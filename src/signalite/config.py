@@ -38,6 +38,9 @@ class Settings:
     limits: str = "aws"
     max_channels: int = 10_000
     max_body_bytes: int = 1024 * 1024
+    max_connections: int = 20_000
+    max_connections_per_address: int = 1_000
+    header_timeout: float = 10.0
     turn_uri: tuple[str, ...] = ()
     turn_secret: str | None = field(default=None, repr=False)
     turn_ttl: int = 300
@@ -90,6 +93,9 @@ _HELP: Mapping[str, str] = {
     "limits": "aws (AWS's quotas), relaxed (10x) or off (default aws)",
     "max_channels": "signaling channels per account and region (default 10000)",
     "max_body_bytes": "largest accepted request body (default 1048576)",
+    "max_connections": "open connections in total (default 20000; not enforced with --limits off)",
+    "max_connections_per_address": "open connections per client address (default 1000; not with --limits off)",
+    "header_timeout": "seconds a new connection has to send its request headers (default 10)",
     "turn_uri": "a TURN URI handed out by GetIceServerConfig (repeatable; variable: comma-separated)",
     "turn_secret": "coturn static-auth-secret used to mint TURN credentials",
     "turn_ttl": "lifetime of TURN credentials in seconds (default 300)",

@@ -278,7 +278,9 @@ def _bucket(rate: float | None) -> TokenBucket | None:
     return None if rate is None else TokenBucket(rate, max(1.0, rate))
 
 
-_RELAYED_KEY: Final = {t: f"relayed.{t.value}" for t in MessageType}
+_RELAYED_KEY: Final = {
+    t: f"relayed.{t.value}" for t in (MessageType.SDP_OFFER, MessageType.SDP_ANSWER, MessageType.ICE_CANDIDATE)
+}
 _SDP_REPLACES: Final = frozenset({MessageType.SDP_OFFER, MessageType.SDP_ANSWER})
 
 

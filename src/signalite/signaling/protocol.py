@@ -42,6 +42,7 @@ __all__ = [
     "delivery_frame",
     "go_away_frame",
     "is_valid_id",
+    "parse_fields",
     "parse_frame",
     "reconnect_ice_server_frame",
     "status_response_frame",
