@@ -102,10 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(settings.log_level, settings.log_format)
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # pragma: no cover - platforms without uvloop
-        runner = asyncio.run
+        uvloop = None  # type: ignore[assignment]
     with contextlib.suppress(KeyboardInterrupt):
-        runner(_serve(settings))
+        if uvloop is not None:
+            uvloop.run(_serve(settings))
+        else:  # pragma: no cover
+            asyncio.run(_serve(settings))
     return 0

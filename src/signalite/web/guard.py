@@ -63,6 +63,7 @@ class ConnectionGuard:
 
 class _GuardedProtocol(asyncio.Protocol):
     __slots__ = ("_address", "_admitted", "_guard", "_inner", "_tail", "_timer", "_transport")
+    _transport: asyncio.Transport | None
 
     def __init__(self, inner: Any, guard: ConnectionGuard) -> None:
         self._inner = inner
@@ -71,16 +72,16 @@ class _GuardedProtocol(asyncio.Protocol):
         self._admitted = False
         self._timer: asyncio.TimerHandle | None = None
         self._tail = b""
-        self._transport: asyncio.BaseTransport | None = None
+        self._transport = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         self._address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]  # uvloop transports are not asyncio subclasses
         if not self._guard.admit(self._address):
             self._guard.refused += 1
             event(logging.WARNING, "connection.refused", address=self._address, reason="connection limit")
-            transport.abort()
+            transport.abort()  # type: ignore[attr-defined]
             return
         self._admitted = True
         timeout = self._guard.limits.header_timeout
