@@ -51,6 +51,8 @@ class Connection:
     transport: asyncio.BaseTransport | None = None
     # For virtual peers: frames addressed to this connection go here instead of a socket.
     sink: Callable[[str], None] | None = None
+    # A close started by the server (displaced, idle, GO_AWAY...), finished by the handler's task.
+    closing: asyncio.Task[None] | None = None
 
 
 Authorize = Callable[[web.Request, str, Role], Awaitable[str]]
@@ -110,6 +112,10 @@ class SignalingSockets:
         try:
             await self.perform(actions)
             await self._read_loop(conn, ws)
+            if conn.closing is not None:
+                # The close frame is written only after our receive() returns; wait for it, or
+                # returning here would drop the TCP connection first (the client would see 1006).
+                await asyncio.wait([conn.closing], timeout=5)
         finally:
             self._forget(conn)
             event(logging.INFO, "ws.disconnected", channel=conn.channel_arn, role=conn.role,
@@ -190,6 +196,7 @@ class SignalingSockets:
         if conn.ws is None or conn.ws.closed:
             return
         task = asyncio.ensure_future(self._close_ws(conn.ws, code, reason))
+        conn.closing = task
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
