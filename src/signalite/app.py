@@ -35,6 +35,7 @@ from signalite.tls import ensure_self_signed, self_signed_paths, server_context
 from signalite.web.auth import Gatekeeper
 from signalite.web.controlplane import ControlPlane
 from signalite.web.guard import ConnectionGuard, GuardedSite, GuardLimits
+from signalite.web.metrics import Metrics
 from signalite.web.rest import RestApi, error_response
 from signalite.web.signaling_http import SignalingApi
 from signalite.web.websocket import SignalingSockets
@@ -180,10 +181,13 @@ class Server:
         endpoints = Endpoints(wss=s.wss_url, https=s.base_url, webrtc=s.base_url)
         control_plane = ControlPlane(self.store, endpoints, Quotas(max_channels=s.max_channels), self, self.clock)
         signaling = SignalingApi(self.store, self.sockets, lambda: self.settings, self.clock)
+        node = s.node_id or f"{socket.gethostname()}:{self.port}"
+        self.metrics = Metrics(node, lambda: self.hub, self.sockets.refusals)
         self.rest = RestApi(
             {"kinesisvideo": control_plane, "kinesis-video-signaling": signaling},
             self.gatekeeper.authenticate,
             self.gatekeeper.authorize,
+            self.metrics.observe_request,
         )
         app = web.Application(client_max_size=s.max_body_bytes)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
@@ -210,6 +214,8 @@ class Server:
             return await self.sockets.handle(request)
         elif method in ("GET", "HEAD") and request.path == "/health":
             response = await self._health()
+        elif method == "GET" and request.path == "/metrics":
+            response = web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
         elif method == "OPTIONS":
             response = _preflight(request)
         elif method == "GET" and "X-Amz-ChannelARN" in request.query:

@@ -48,6 +48,7 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     shutdown_grace: float = 30.0
+    node_id: str | None = None
 
     @property
     def tls_enabled(self) -> bool:
@@ -103,6 +104,7 @@ _HELP: Mapping[str, str] = {
     "tls_cert": "PEM certificate (chain) to serve HTTPS and WSS",
     "tls_key": "PEM private key for --tls-cert",
     "shutdown_grace": "seconds to wait for clients to leave after GO_AWAY on shutdown (default 30)",
+    "node_id": "this node's name in metrics and logs (default: <hostname>:<port>)",
 }
 
 

@@ -624,6 +624,23 @@ class Hub:
     def connection_count(self) -> int:
         return len(self._conns)
 
+    def connections_by_role(self) -> dict[Role, int]:
+        """How many masters and viewers are connected (for metrics)."""
+        counts = dict.fromkeys(Role, 0)
+        for conn in self._conns.values():
+            counts[conn.role] += 1
+        return counts
+
+    def buffered_count(self) -> int:
+        """Messages waiting for an absent recipient right now (expired ones included until the next tick)."""
+        channels = (self._channels.get(arn) for arn in self._with_pending)
+        return sum(len(q) for ch in channels if ch is not None for q in ch.pending.values())
+
+    def has_master(self, arn: str) -> bool:
+        """Is a master connected to this channel (on this node)?"""
+        channel = self._channels.get(arn)
+        return channel is not None and channel.master is not None
+
     def channel_count(self) -> int:
         """Channels the hub holds state for (connections, buffered messages or rate state)."""
         return len(self._channels)

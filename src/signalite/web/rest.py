@@ -10,6 +10,7 @@ with a JSON InternalFailure — never a traceback.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -35,6 +36,8 @@ from signalite.web.auth import Caller
 Handler = Callable[[web.Request, Operation, Caller, dict[str, Any]], Awaitable[Mapping[str, Any]]]
 Authenticate = Callable[[web.Request, bytes], Awaitable[Caller]]
 Authorize = Callable[[Operation, Caller, Mapping[str, Any]], Awaitable[None]]
+# (operation or "unknown", HTTP status, seconds, error code or None): for metrics.
+Observe = Callable[[str, int, float, str | None], None]
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -56,17 +59,32 @@ def error_response(error: ServiceError, request_id: str) -> web.Response:
 class RestApi:
     """Dispatches modeled POST paths to the handler of their service."""
 
-    def __init__(self, handlers: Mapping[str, Handler], authenticate: Authenticate, authorize: Authorize) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        authenticate: Authenticate,
+        authorize: Authorize,
+        observe: Observe | None = None,
+    ) -> None:
         # handlers: service name -> handler for that service's operations.
         self._routes = route_table()
         self._handlers = handlers
         self._authenticate = authenticate
         self._authorize = authorize
+        self._observe = observe
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        response, code = await self._handle(request)
+        if self._observe is not None:
+            op = self._routes.get(request.path)
+            self._observe(op.name if op else "unknown", response.status, time.perf_counter() - started, code)
+        return response
 
     def knows(self, path: str) -> bool:
         return path in self._routes
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.Request) -> tuple[web.Response, str | None]:
         request_id = str(uuid.uuid4())
         op = self._routes.get(request.path)
         try:
@@ -89,21 +107,21 @@ class RestApi:
                 event(logging.WARNING, "request.failed", request_id=request_id, path=request.path, code=e.code)
             else:
                 event(logging.DEBUG, "request.refused", request_id=request_id, path=request.path, code=e.code)
-            return error_response(e, request_id)
+            return error_response(e, request_id), e.code
         except StoreUnavailable:
             event(logging.WARNING, "store.unavailable", request_id=request_id, path=request.path)
-            return error_response(
-                ServiceUnavailableException("The database is unavailable; retry shortly."), request_id
-            )
+            unavailable = ServiceUnavailableException("The database is unavailable; retry shortly.")
+            return error_response(unavailable, request_id), unavailable.code
         except Exception:
             logging.getLogger("signalite").exception(
                 "request.crashed", extra={"fields": {"request_id": request_id, "path": request.path}}
             )
-            return error_response(InternalFailure("An internal error occurred."), request_id)
-        return web.Response(
+            return error_response(InternalFailure("An internal error occurred."), request_id), "InternalFailure"
+        response = web.Response(
             body=orjson.dumps(result),
             headers={"Content-Type": "application/json", "x-amzn-RequestId": request_id},
         )
+        return response, None
 
 
 def _parse_body(body: bytes) -> dict[str, Any]:

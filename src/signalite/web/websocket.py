@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -78,6 +79,7 @@ class SignalingSockets:
         self.connections: dict[int, Connection] = {}
         self.accepting = True
         self._ids = itertools.count(1)
+        self.refusals: Counter[str] = Counter()  # handshake refusals by error code, for metrics
         self._closing: set[asyncio.Task[None]] = set()
 
     def new_id(self) -> int:
@@ -91,8 +93,10 @@ class SignalingSockets:
             conn, channel = await self._admit(request)
             actions = self.hub.connect(conn.id, channel, conn.role, conn.client_id, self.monotonic())
         except ConnectRefused as e:
+            self.refusals[e.error_type] += 1
             return error_response(ServiceError(e.message, code=e.error_type, status=e.status_code), "-")
         except ServiceError as e:
+            self.refusals[e.code] += 1
             event(logging.DEBUG, "ws.refused", code=e.code, reason=e.message)
             return error_response(e, "-")
         ws = web.WebSocketResponse(
