@@ -95,7 +95,9 @@ class Server:
             quotas=RequestQuotas(RateTable.for_mode(self.settings.limits)),
             clock=self.clock,
         )
-        self.sockets = SignalingSockets(self.hub, self.store, self.monotonic, self.gatekeeper.authorize_connect)
+        self.sockets = SignalingSockets(
+            self.hub, self.store, self.monotonic, self.gatekeeper.authorize_connect, clock=self.clock
+        )
         self.started_at = self.clock()
         self._runner = web.AppRunner(
             self._build_app(),

@@ -14,10 +14,13 @@ import contextlib
 import itertools
 import logging
 import re
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from aiohttp import WSMsgType, web
 
 from signalite.log import event
@@ -34,6 +37,8 @@ from signalite.web.rest import error_response
 # The data plane fixes the partition to `aws` (kinesis-video-signaling model, WebSocket docs).
 _CHANNEL_ARN = re.compile(r"arn:aws:kinesisvideo:[a-z0-9-]+:[0-9]+:channel/[a-zA-Z0-9_.-]+/[0-9]+")
 _CLIENT_ID = re.compile(r"[a-zA-Z0-9_.-]{1,256}")
+
+_CONTROL_PREFIX = '{"messageType":"'
 
 # Inbound frames are small JSON objects (payload <= 10 KiB); anything far larger is hostile.
 MAX_FRAME_BYTES = 64 * 1024
@@ -70,6 +75,7 @@ class SignalingSockets:
         authorize: Authorize,
         *,
         max_send_buffer: int = 256 * 1024,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.hub = hub
         self.store = store
@@ -80,6 +86,9 @@ class SignalingSockets:
         self.accepting = True
         self._ids = itertools.count(1)
         self.refusals: Counter[str] = Counter()  # handshake refusals by error code, for metrics
+        self.clock = clock
+        # Recent signaling events for the console's live view (never payloads).
+        self.recent_events: deque[dict[str, Any]] = deque(maxlen=2000)
         self._closing: set[asyncio.Task[None]] = set()
 
     def new_id(self) -> int:
@@ -94,9 +103,13 @@ class SignalingSockets:
             actions = self.hub.connect(conn.id, channel, conn.role, conn.client_id, self.monotonic())
         except ConnectRefused as e:
             self.refusals[e.error_type] += 1
+            self.record("refused", request.query.get("X-Amz-ChannelARN"), code=e.error_type,
+                        client_id=request.query.get("X-Amz-ClientId"))  # fmt: skip
             return error_response(ServiceError(e.message, code=e.error_type, status=e.status_code), "-")
         except ServiceError as e:
             self.refusals[e.code] += 1
+            self.record("refused", request.query.get("X-Amz-ChannelARN"), code=e.code,
+                        client_id=request.query.get("X-Amz-ClientId"))  # fmt: skip
             event(logging.DEBUG, "ws.refused", code=e.code, reason=e.message)
             return error_response(e, "-")
         ws = web.WebSocketResponse(
@@ -113,6 +126,7 @@ class SignalingSockets:
             self._forget(conn)
             raise
         event(logging.INFO, "ws.connected", channel=conn.channel_arn, role=conn.role, client_id=conn.client_id)
+        self.record("connected", conn.channel_arn, role=conn.role.value, client_id=conn.client_id)
         try:
             await self.perform(actions)
             await self._read_loop(conn, ws)
@@ -122,6 +136,8 @@ class SignalingSockets:
                 await asyncio.wait([conn.closing], timeout=5)
         finally:
             self._forget(conn)
+            self.record("disconnected", conn.channel_arn, role=conn.role.value, client_id=conn.client_id,
+                        close_code=ws.close_code)  # fmt: skip
             event(logging.INFO, "ws.disconnected", channel=conn.channel_arn, role=conn.role,
                   client_id=conn.client_id, close_code=ws.close_code)  # fmt: skip
         return ws
@@ -179,11 +195,14 @@ class SignalingSockets:
                 if conn.sink is not None:
                     conn.sink(action.frame)
                     continue
+                if action.frame.startswith(_CONTROL_PREFIX):
+                    self._record_control(conn, action.frame)
                 ws = conn.ws
                 transport = conn.transport
                 if ws is None or ws.closed or transport is None or transport.is_closing():
                     continue
                 if transport.get_write_buffer_size() > self.max_send_buffer:  # type: ignore[attr-defined]
+                    self.record("slow_consumer", conn.channel_arn, role=conn.role.value, client_id=conn.client_id)
                     event(logging.WARNING, "ws.slow_consumer", channel=conn.channel_arn,
                           client_id=conn.client_id)  # fmt: skip
                     self._close(conn, 1008, "send queue full")
@@ -193,7 +212,25 @@ class SignalingSockets:
                 except ConnectionError:
                     continue
             elif isinstance(action, Close):
+                self.record("closed", conn.channel_arn, role=conn.role.value, client_id=conn.client_id,
+                            reason=action.reason)  # fmt: skip
                 self._close(conn, action.code, action.reason)
+
+    def record(self, kind: str, channel: str | None, **fields: Any) -> None:
+        """Remember a signaling event for the console (kind: connected, disconnected, refused, ...)."""
+        self.recent_events.append({"time": self.clock(), "kind": kind, "channel": channel, **fields})
+
+    def _record_control(self, conn: Connection, frame: str) -> None:
+        # Server-originated frames (GO_AWAY, RECONNECT_ICE_SERVER, STATUS_RESPONSE) start with
+        # messageType; deliveries start with senderClientId or carry a payload after it.
+        if frame.startswith('{"messageType":"STATUS_RESPONSE"'):
+            error = orjson.loads(frame)["statusResponse"].get("errorType")
+            self.record("status_response", conn.channel_arn, role=conn.role.value, client_id=conn.client_id,
+                        error_type=error)  # fmt: skip
+        elif frame.startswith('{"messageType":"GO_AWAY"'):
+            self.record("go_away", conn.channel_arn, role=conn.role.value, client_id=conn.client_id)
+        elif frame.startswith('{"messageType":"RECONNECT_ICE_SERVER"'):
+            self.record("reconnect_ice_server", conn.channel_arn, role=conn.role.value, client_id=conn.client_id)
 
     def _close(self, conn: Connection, code: int, reason: str) -> None:
         self._forget(conn)
