@@ -33,6 +33,7 @@ from signalite.store.base import Channel
 from signalite.store.sqlite import SqliteStore
 from signalite.tls import ensure_self_signed, self_signed_paths, server_context
 from signalite.web.auth import Gatekeeper
+from signalite.web.console import Console
 from signalite.web.controlplane import ControlPlane
 from signalite.web.guard import ConnectionGuard, GuardedSite, GuardLimits
 from signalite.web.metrics import Metrics
@@ -191,6 +192,7 @@ class Server:
             self.gatekeeper.authorize,
             self.metrics.observe_request,
         )
+        self.console = Console(self)
         app = web.Application(client_max_size=s.max_body_bytes)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
@@ -216,6 +218,8 @@ class Server:
             return await self.sockets.handle(request)
         elif method in ("GET", "HEAD") and request.path == "/health":
             response = await self._health()
+        elif request.path == "/console" or request.path.startswith("/console/"):
+            return await self.console.handle(request)
         elif method == "GET" and request.path == "/metrics":
             response = web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
         elif method == "OPTIONS":
