@@ -14,7 +14,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +23,9 @@ from aiohttp import web
 
 from signalite import __version__
 from signalite.auth.credentials import load_credentials
+from signalite.bus.base import Bus
+from signalite.bus.local import LocalBus
+from signalite.bus.redis import RedisBus
 from signalite.config import Settings, reload_settings
 from signalite.controlplane.operations import Endpoints, Quotas
 from signalite.controlplane.quotas import RateTable, RequestQuotas
@@ -30,7 +33,7 @@ from signalite.log import event
 from signalite.model.errors import InvalidArgumentException, UnknownOperationException
 from signalite.signaling.hub import ChannelRef, Hub, SignalingLimits
 from signalite.store.base import Channel
-from signalite.store.sqlite import SqliteStore
+from signalite.store.factory import open_store
 from signalite.tls import ensure_self_signed, self_signed_paths, server_context
 from signalite.web.auth import Gatekeeper
 from signalite.web.console import Console
@@ -81,13 +84,20 @@ class Server:
 
     async def start(self) -> None:
         """Open the store, bind the port, and start serving."""
-        sock = _bind(self.settings.host, self.settings.port)
+        sock = _bind(self.settings.host, self.settings.port, reuse_port=self.settings.reuse_port)
         self.port = sock.getsockname()[1]
         if self.settings.port == 0:
             self.settings = replace(self.settings, port=self.port)
         ssl_context = self._ssl_context()
-        self.store = SqliteStore(self.settings.database_path)
-        self.hub = Hub(signaling_limits(self.settings.limits))
+        self.store = await open_store(self.settings)
+        self.node_id = self.settings.node_id or f"{socket.gethostname()}:{self.port}"
+        redis_url = self.settings.redis
+        self.hub = Hub(signaling_limits(self.settings.limits), clustered=redis_url is not None)
+        self.bus: Bus = (
+            RedisBus(redis_url, self.node_id, self.settings.cluster_name)
+            if redis_url is not None
+            else LocalBus(self.node_id, self.hub)
+        )
         self.gatekeeper = Gatekeeper(
             identities=load_credentials(self.settings.credentials) if self.settings.credentials else None,
             default_account=self.settings.account_id,
@@ -97,8 +107,10 @@ class Server:
             clock=self.clock,
         )
         self.sockets = SignalingSockets(
-            self.hub, self.store, self.monotonic, self.gatekeeper.authorize_connect, clock=self.clock
+            self.hub, self.store, self.monotonic, self.gatekeeper.authorize_connect, bus=self.bus, clock=self.clock
         )
+        self.sockets.on_event = self._on_cluster_event
+        await self.bus.start(self.sockets)
         self.started_at = self.clock()
         self._runner = web.AppRunner(
             self._build_app(),
@@ -147,6 +159,7 @@ class Server:
         await self.sockets.close_all()
         await self._runner.cleanup()
         self._runner = None
+        await self.bus.stop()  # leave the cluster's registry and presence
         await self.store.close()
 
     async def reload(self) -> None:
@@ -198,12 +211,27 @@ class Server:
         return app
 
     # ChannelEvents: the control plane tells the data plane about changes.
+    # Cluster-wide: published on the bus, applied by every node (this one included) in _on_cluster_event.
     def channel_deleted(self, arn: str) -> None:
-        self._spawn(self.sockets.close_channel(arn))
+        self._spawn(self.bus.publish_event({"type": "channel_deleted", "arn": arn}))
 
     def channel_updated(self, channel: Channel) -> None:
-        # A new MessageTtlSeconds applies to messages sent from now on (as AWS documents).
-        self.hub.update_channel(ChannelRef(channel.arn, channel.message_ttl_seconds))
+        event_ = {"type": "channel_updated", "arn": channel.arn, "ttl": channel.message_ttl_seconds}
+        self._spawn(self.bus.publish_event(event_))
+
+    async def request_reload(self) -> None:
+        """SIGHUP: every node re-reads its config file (each sends RECONNECT_ICE_SERVER if TURN changed)."""
+        await self.bus.publish_event({"type": "reload"})
+
+    async def _on_cluster_event(self, event_: Mapping[str, Any]) -> None:
+        kind = event_.get("type")
+        if kind == "channel_deleted":
+            await self.sockets.close_channel(str(event_["arn"]))
+        elif kind == "channel_updated":
+            # A new MessageTtlSeconds applies to messages sent from now on (as AWS documents).
+            self.hub.update_channel(ChannelRef(str(event_["arn"]), int(event_["ttl"])))
+        elif kind == "reload":
+            await self.reload()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -229,7 +257,7 @@ class Server:
                 InvalidArgumentException("ConnectAsMaster/ConnectAsViewer need a WebSocket upgrade."), "-"
             )
         else:
-            response = error_response(UnknownOperationException(f"Unknown operation: {method} {request.path}"), "-")
+            response = error_response(UnknownOperationException(f"Unknown operation: {method} {request.path}"))
         if "Origin" in request.headers:
             _add_cors(request, response)
         return response
@@ -244,7 +272,8 @@ class Server:
             "status": status,
             "version": __version__,
             "auth_mode": self.gatekeeper.mode,
-            "store": "sqlite",
+            "store": "postgresql" if self.settings.database else "sqlite",
+            "bus": dict(self.bus.status()),
             "limits": self.settings.limits,
             "connections": len(self.sockets.connections),
             "uptime_seconds": round(self.clock() - self.started_at, 3),
@@ -253,10 +282,13 @@ class Server:
         return web.Response(status=code, body=orjson.dumps(body), content_type="application/json")
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # --workers: several processes accept on one port; the kernel spreads new connections.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(4096)
     sock.setblocking(False)

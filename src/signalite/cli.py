@@ -67,7 +67,7 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(server.reload()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(server.request_reload()))
     await server.start()
     print(banner(server), flush=True)
     event(logging.INFO, "server.started", url=server.url, pid=_pid())
@@ -85,6 +85,43 @@ def _pid() -> int:
     return os.getpid()
 
 
+def _run_workers(settings: Settings, argv: list[str]) -> int:
+    """`--workers N`: N `signalite serve` processes sharing the port (SO_REUSEPORT) and the bus.
+
+    The parent only supervises: it forwards SIGINT/SIGTERM/SIGHUP to every worker and exits when
+    they all have (with the first non-zero status, if any).
+    """
+    import os
+    import subprocess
+
+    if settings.tls == "self-signed":
+        # Create the CA and certificate once, before the workers race to do it.
+        from signalite.tls import ensure_self_signed
+
+        ensure_self_signed(settings.data_dir)
+    base = settings.node_id or f"{__import__('socket').gethostname()}:{settings.port}"
+    children = []
+    for i in range(settings.workers):
+        env = {**os.environ, "SIGNALITE_WORKERS": "1", "SIGNALITE_REUSE_PORT": "1", "SIGNALITE_NODE_ID": f"{base}/{i}"}
+        args = [a for a in argv if not a.startswith("--workers")]
+        if "--workers" in argv:  # drop the flag's value too
+            k = argv.index("--workers")
+            args = argv[:k] + argv[k + 2 :]
+        children.append(subprocess.Popen([sys.executable, "-m", "signalite", *args], env=env))
+    pids = " ".join(str(c.pid) for c in children)
+    print(f"signalite: {settings.workers} workers on port {settings.port} (pids {pids})", flush=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    codes = [child.wait() for child in children]
+    return next((c for c in codes if c), 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     flags = {k: v for k, v in vars(args).items() if k != "command"}
@@ -100,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"signalite: {e}", file=sys.stderr)
             return 2
     configure(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        return _run_workers(settings, list(argv if argv is not None else sys.argv[1:]))
     try:
         import uvloop
     except ImportError:  # pragma: no cover - platforms without uvloop

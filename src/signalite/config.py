@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,11 @@ class Settings:
     tls_key: Path | None = None
     shutdown_grace: float = 30.0
     node_id: str | None = None
+    database: str | None = field(default=None, repr=False)
+    redis: str | None = field(default=None, repr=False)
+    cluster_name: str = "signalite"
+    workers: int = 1
+    reuse_port: bool = False
 
     @property
     def tls_enabled(self) -> bool:
@@ -104,7 +109,12 @@ _HELP: Mapping[str, str] = {
     "tls_cert": "PEM certificate (chain) to serve HTTPS and WSS",
     "tls_key": "PEM private key for --tls-cert",
     "shutdown_grace": "seconds to wait for clients to leave after GO_AWAY on shutdown (default 30)",
-    "node_id": "this node's name in metrics and logs (default: <hostname>:<port>)",
+    "node_id": "this node's name in metrics, logs and the cluster registry (default: <hostname>:<port>)",
+    "database": "postgresql://user:pass@host/db to keep channels in PostgreSQL (default: SQLite in the data dir)",
+    "redis": "redis://host:port/db: share presence and delivery with other nodes (a cluster)",
+    "cluster_name": "prefix of every Redis key and pub/sub channel (default signalite)",
+    "workers": "processes serving the one port (SO_REUSEPORT); more than 1 needs --redis",
+    "reuse_port": "bind with SO_REUSEPORT (set by --workers for its processes)",
 }
 
 
@@ -122,6 +132,8 @@ def _convert(name: str, value: Any) -> Any:
         return int(value)
     if kind == "float":
         return float(value)
+    if kind == "bool":
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
     return str(value)
 
 
@@ -131,6 +143,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "turn_uri":
             parser.add_argument(flag, action="append", default=None, help=_HELP[f.name])
+        elif f.type == "bool":
+            parser.add_argument(flag, action="store_const", const=True, default=None, help=_HELP[f.name])
         else:
             parser.add_argument(flag, default=None, help=_HELP[f.name])
 
@@ -192,15 +206,16 @@ def _check(s: Settings) -> None:
         raise ValueError("--tls-cert and --tls-key go together")
     if s.public_url and urlsplit(s.public_url).scheme not in ("http", "https"):
         raise ValueError("--public-url must start with http:// or https://")
+    if s.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    if s.workers > 1 and not s.redis:
+        raise ValueError(
+            "--workers above 1 needs --redis: each worker is its own process, and a master and a viewer on "
+            "different workers can only reach each other through a shared bus"
+        )
+    if s.database and not s.database.startswith(("postgresql://", "postgres://")):
+        raise ValueError("--database takes a postgresql:// URL")
+    if s.redis and not s.redis.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("--redis takes a redis:// URL")
     if len(s.account_id) != 12 or not s.account_id.isdigit():
         raise ValueError("--account-id must be 12 digits")
-
-
-def describe(settings: Settings) -> Sequence[tuple[str, str]]:
-    """Non-secret settings for logs and /health (secrets are never shown)."""
-    shown = []
-    for f in fields(Settings):
-        if f.name == "turn_secret":
-            continue
-        shown.append((f.name, str(getattr(settings, f.name))))
-    return shown

@@ -14,6 +14,7 @@ Installed with signalite, the pytest plugin below also gives every test a `signa
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import shutil
 import socket
@@ -104,7 +105,18 @@ class SignaliteServer:
         self.process = subprocess.Popen(
             cmd, env={**os.environ, **self.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        wait_healthy(self.endpoint_url, self.process)
+        # Drain the child's output on a thread (a full pipe would block the server) and keep the tail.
+        self._output: collections.deque[str] = collections.deque(maxlen=2000)
+        threading.Thread(target=self._drain, args=(self.process.stdout,), daemon=True).start()
+        wait_healthy(self.endpoint_url, self.process, output=self.output)
+
+    def _drain(self, stream: Any) -> None:
+        for line in iter(stream.readline, b""):
+            self._output.append(line.decode(errors="replace"))
+
+    def output(self) -> str:
+        """What a subprocess server printed so far (the last 2000 lines)."""
+        return "".join(getattr(self, "_output", ()))
 
     def _start_thread(self) -> None:
         from signalite.app import Server
@@ -182,7 +194,7 @@ class SignaliteServer:
         self.stop()
 
 
-def wait_healthy(url: str, process: Any = None, timeout: float = 30.0) -> None:
+def wait_healthy(url: str, process: Any = None, timeout: float = 30.0, output: Any = None) -> None:
     """Poll `url`/health until it answers 200 (or the process dies)."""
     import ssl
 
@@ -190,7 +202,8 @@ def wait_healthy(url: str, process: Any = None, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            out = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            time.sleep(0.2)  # let the output thread catch the last lines
+            out = output() if output is not None else ""
             raise RuntimeError(f"signalite exited with {process.returncode}:\n{out}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=1, context=context) as r:

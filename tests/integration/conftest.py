@@ -2,7 +2,8 @@
 
 The session-scoped `server` is shared by every test, so tests never assume an empty server: each one
 takes its names from `names` (unique per test) and, when it lists, filters by `names.prefix`.
-Tests that need a server of their own (another flag, a restart, a kill -9) use `start_server`.
+Tests that need a server of their own (another flag, default rate limits, a restart, a kill -9) use
+`start_server`.
 """
 
 from __future__ import annotations
@@ -78,8 +79,13 @@ def start(data_dir: Path | None = None, extra_args: list[str] | None = None) -> 
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[RunningServer]:
-    """One signalite subprocess shared by the whole session."""
-    running = start()
+    """One signalite subprocess shared by the whole session.
+
+    Request-rate quotas are off (`--limits off`): these tests check behaviour, and AWS's per-channel
+    rates (5 per second for Describe, Tag, ...) would otherwise throttle them at random. The default
+    (`--limits aws`) is exercised on a server of its own in test_cp_boto3.py.
+    """
+    running = start(extra_args=["--limits", "off"])
     try:
         yield running
     finally:
@@ -105,9 +111,13 @@ def start_server() -> Iterator[Callable[..., RunningServer]]:
 def make_client(endpoint_url: str, region: str = REGION, *, validate: bool = True) -> Any:
     """A boto3 kinesisvideo client for `endpoint_url`: dummy credentials, no retries."""
     config = botocore.config.Config(retries={"max_attempts": 1}, parameter_validation=validate)
-    return boto3.client(
-        "kinesisvideo", endpoint_url=endpoint_url, region_name=region, config=config, **CREDENTIALS
-    )
+    return boto3.client("kinesisvideo", endpoint_url=endpoint_url, region_name=region, config=config, **CREDENTIALS)
+
+
+@pytest.fixture(scope="session")
+def make_kv() -> Callable[..., Any]:
+    """`make_kv(endpoint_url, region="us-west-2", validate=True)`: a client of any server."""
+    return make_client
 
 
 @pytest.fixture(scope="session")

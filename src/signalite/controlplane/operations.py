@@ -157,11 +157,13 @@ async def _stream_by_arn(ctx: RequestContext, arn: str) -> Stream:
     return stream
 
 
-async def _stream(ctx: RequestContext, params: Params) -> Stream:
+async def _stream(ctx: RequestContext, params: Params, *, tagging: bool = False) -> Stream:
     name, arn = _one_of(params, "StreamName", "StreamARN")
     if arn is not None:
         parsed = parse_arn(arn)
-        if parsed is not None and parsed.kind != "stream":
+        # Only the stream tagging operations model InvalidResourceFormatException; elsewhere a
+        # channel ARN simply names no stream.
+        if tagging and parsed is not None and parsed.kind != "stream":
             raise InvalidResourceFormatException("The ARN does not name a stream.")
         return await _stream_by_arn(ctx, arn)
     assert name is not None
@@ -532,18 +534,18 @@ async def delete_stream(ctx: RequestContext, params: Params) -> Result:
 
 @operation
 async def tag_stream(ctx: RequestContext, params: Params) -> Result:
-    stream = await _stream(ctx, params)
+    stream = await _stream(ctx, params, tagging=True)
     await _update_tags(ctx, stream.arn, dict(params["Tags"]), [])
     return {}
 
 
 @operation
 async def untag_stream(ctx: RequestContext, params: Params) -> Result:
-    stream = await _stream(ctx, params)
+    stream = await _stream(ctx, params, tagging=True)
     await _update_tags(ctx, stream.arn, {}, list(params["TagKeyList"]))
     return {}
 
 
 @operation
 async def list_tags_for_stream(ctx: RequestContext, params: Params) -> Result:
-    return {"Tags": dict((await _stream(ctx, params)).tags)}
+    return {"Tags": dict((await _stream(ctx, params, tagging=True)).tags)}

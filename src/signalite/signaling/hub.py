@@ -71,6 +71,7 @@ __all__ = [
     "ConnectRefused",
     "ConnectionId",
     "ConnectionInfo",
+    "Forward",
     "Hub",
     "Role",
     "Send",
@@ -172,7 +173,24 @@ class Close:
     reason: str
 
 
-Action: TypeAlias = Send | Close
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Clustered hubs only: the recipient is not connected to this node.
+
+    The bus delivers `frame` to the node that holds the recipient, or keeps it in the shared buffer
+    for `ttl_seconds` (newer SDP from the same `sender` replacing older, as the local buffer does).
+    `recipient` None is the channel's master.
+    """
+
+    channel_arn: str
+    recipient: str | None
+    message_type: MessageType
+    sender: str | None
+    frame: str
+    ttl_seconds: int
+
+
+Action: TypeAlias = Send | Close | Forward
 
 
 class ConnectRefused(Exception):
@@ -287,8 +305,12 @@ _SDP_REPLACES: Final = frozenset({MessageType.SDP_OFFER, MessageType.SDP_ANSWER}
 class Hub:
     """Presence, routing, the TTL buffer, limits and connection lifetimes of all channels."""
 
-    def __init__(self, limits: SignalingLimits | None = None) -> None:
+    def __init__(self, limits: SignalingLimits | None = None, *, clustered: bool = False) -> None:
         self.limits = limits if limits is not None else SignalingLimits()
+        # Clustered: presence and the undelivered-message buffer are shared through the bus, so a
+        # message for a recipient this node doesn't hold becomes a `Forward` instead of a local
+        # buffer entry. The routing rules themselves are the same.
+        self.clustered = clustered
         self._conns: dict[ConnectionId, _Conn] = {}
         self._channels: dict[str, _Channel] = {}
         self._with_pending: set[str] = set()  # arns whose channel has buffered messages
@@ -462,6 +484,8 @@ class Hub:
             target = ch.master
 
         if target is None:
+            if self.clustered:
+                return [Forward(ch.ref.arn, recipient, action, conn.client_id, frame, ch.ref.message_ttl_seconds)]
             self._buffer(ch, recipient, action, conn.client_id, frame, now)
             return []
         target.messages_out += 1
@@ -582,6 +606,49 @@ class Hub:
             elif all(b is None or b.peek(now) >= b.burst for b in (ch.master_connects, ch.viewer_connects)):
                 del self._channels[arn]
                 self._maybe_empty.discard(arn)
+
+    # --- the cluster --------------------------------------------------------------------------------
+
+    def deliver_local(self, arn: str, recipient: str | None, message_type: MessageType, frame: str) -> list[Action]:
+        """A message another node routed here; [] when the recipient is not (or no longer) here."""
+        ch = self._channels.get(arn)
+        if ch is None:
+            return []
+        target = ch.master if recipient is None else ch.viewers.get(recipient)
+        if target is None:
+            return []
+        target.messages_out += 1
+        key = _RELAYED_KEY.get(message_type)
+        if key is not None:
+            self.stats[key] += 1
+        return [Send(target.id, frame)]
+
+    def deliver_buffered(self, connection: ConnectionId, frames: Iterable[tuple[MessageType, str]]) -> list[Action]:
+        """Frames the shared buffer held for a connection that just joined (clustered hubs)."""
+        conn = self._conns.get(connection)
+        if conn is None:
+            return []
+        actions: list[Action] = []
+        for message_type, frame in frames:
+            conn.messages_out += 1
+            key = _RELAYED_KEY.get(message_type)
+            if key is not None:
+                self.stats[key] += 1
+            actions.append(Send(connection, frame))
+        return actions
+
+    def displace(self, connection: ConnectionId) -> list[Action]:
+        """A newer connection for the same role/ClientId joined on another node: close this one."""
+        conn = self._conns.get(connection)
+        if conn is None:
+            return []
+        self.stats["displaced"] += 1
+        self._forget(conn)
+        return [Close(conn.id, CLOSE_NORMAL, REASON_REPLACED)]
+
+    def presence(self) -> list[tuple[ConnectionId, str, Role, str | None]]:
+        """(connection, channel arn, role, client id) of every local connection (to re-register after a bus outage)."""
+        return [(c.id, c.channel.ref.arn, c.role, c.client_id) for c in self._conns.values()]
 
     # --- operator actions -----------------------------------------------------------------------
 

@@ -42,8 +42,10 @@ Observe = Callable[[str, int, float, str | None], None]
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-def error_response(error: ServiceError, request_id: str) -> web.Response:
+def error_response(error: ServiceError, request_id: str | None = None) -> web.Response:
     """An AWS rest-json error response."""
+    if request_id is None:
+        request_id = str(uuid.uuid4())
     body = orjson.dumps({"__type": error.code, "message": error.message, "Message": error.message})
     return web.Response(
         status=error.status,
@@ -133,4 +135,15 @@ def _parse_body(body: bytes) -> dict[str, Any]:
         raise SerializationException("The request body is not valid JSON.") from None
     if not isinstance(params, dict):
         raise SerializationException("The request body must be a JSON object.")
-    return params
+    return _without_nulls(params)
+
+
+def _without_nulls(value: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    """AWS's JSON protocols treat a member set to null as absent; so do we.
+
+    The models nest structures only a few levels deep, so deeper junk is left alone (and, being
+    unknown members, ignored) rather than walked: a hostile body can nest a thousand levels.
+    """
+    if depth >= 8:
+        return value
+    return {k: _without_nulls(v, depth + 1) if isinstance(v, dict) else v for k, v in value.items() if v is not None}

@@ -96,14 +96,13 @@ class SignalingApi:
                 answer.set_exception(ServiceError(status.get("description", ""), code=status["errorType"],
                                                   status=int(status.get("statusCode", 400))))  # fmt: skip
 
-        if not hub.has_master(channel.arn):
+        if not await sockets.bus.master_present(channel.arn):
             raise ResourceNotFoundException("No master is connected to the signaling channel.")
         conn = Connection(sockets.new_id(), Role.VIEWER, params["SenderClientId"], channel.arn, sink=sink)
         sockets.connections[conn.id] = conn
         try:
             try:
-                actions = hub.connect(conn.id, ChannelRef(channel.arn, channel.message_ttl_seconds),
-                                      Role.VIEWER, conn.client_id, sockets.monotonic())  # fmt: skip
+                actions = await sockets.join(conn, ChannelRef(channel.arn, channel.message_ttl_seconds))
             except ConnectRefused as e:
                 raise ClientLimitExceededException(e.message) from None
             await sockets.perform(actions)
@@ -117,6 +116,5 @@ class SignalingApi:
                     f"The master did not answer the offer within {self.answer_timeout:g} seconds."
                 ) from None
         finally:
-            if sockets.connections.pop(conn.id, None) is not None:
-                hub.disconnect(conn.id, sockets.monotonic())
+            sockets.forget(conn)
         return {"Answer": payload}

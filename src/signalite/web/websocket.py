@@ -16,13 +16,15 @@ import logging
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
 
+from signalite.bus.base import Bus
+from signalite.bus.local import LocalBus
 from signalite.log import event
 from signalite.model.errors import (
     InvalidArgumentException,
@@ -30,7 +32,8 @@ from signalite.model.errors import (
     ServiceError,
     ServiceUnavailableException,
 )
-from signalite.signaling.hub import Action, ChannelRef, Close, ConnectRefused, Hub, Role, Send
+from signalite.signaling.hub import Action, ChannelRef, Close, ConnectRefused, Forward, Hub, Role, Send
+from signalite.signaling.protocol import MessageType
 from signalite.store.base import ChannelStore
 from signalite.web.rest import error_response
 
@@ -74,10 +77,14 @@ class SignalingSockets:
         monotonic: Callable[[], float],
         authorize: Authorize,
         *,
+        bus: Bus | None = None,
         max_send_buffer: int = 256 * 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.hub = hub
+        self.bus: Bus = bus if bus is not None else LocalBus("local", hub)
+        # What the node does with cluster-wide events (set by the app).
+        self.on_event: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None
         self.store = store
         self.monotonic = monotonic
         self.authorize = authorize
@@ -100,18 +107,18 @@ class SignalingSockets:
         """Serve one ConnectAsMaster / ConnectAsViewer request."""
         try:
             conn, channel = await self._admit(request)
-            actions = self.hub.connect(conn.id, channel, conn.role, conn.client_id, self.monotonic())
+            actions = await self.join(conn, channel)
         except ConnectRefused as e:
             self.refusals[e.error_type] += 1
             self.record("refused", request.query.get("X-Amz-ChannelARN"), code=e.error_type,
                         client_id=request.query.get("X-Amz-ClientId"))  # fmt: skip
-            return error_response(ServiceError(e.message, code=e.error_type, status=e.status_code), "-")
+            return error_response(ServiceError(e.message, code=e.error_type, status=e.status_code))
         except ServiceError as e:
             self.refusals[e.code] += 1
             self.record("refused", request.query.get("X-Amz-ChannelARN"), code=e.code,
                         client_id=request.query.get("X-Amz-ClientId"))  # fmt: skip
             event(logging.DEBUG, "ws.refused", code=e.code, reason=e.message)
-            return error_response(e, "-")
+            return error_response(e)
         ws = web.WebSocketResponse(
             autoping=False,  # pings count as activity for the idle timeout, so we answer them ourselves
             compress=False,  # no permessage-deflate: tiny frames, and zlib state costs ~100 KB a socket
@@ -141,6 +148,23 @@ class SignalingSockets:
             event(logging.INFO, "ws.disconnected", channel=conn.channel_arn, role=conn.role,
                   client_id=conn.client_id, close_code=ws.close_code)  # fmt: skip
         return ws
+
+    async def join(self, conn: Connection, channel: ChannelRef) -> list[Action]:
+        """Admit `conn` to the hub (and, in a cluster, to the shared presence); its first actions."""
+        actions = self.hub.connect(conn.id, channel, conn.role, conn.client_id, self.monotonic())
+        if self.bus.clustered:
+            limits = self.hub.limits
+            try:
+                buffered = await self.bus.claim(
+                    channel.arn, conn.role, conn.client_id, conn.id,
+                    max_viewers=limits.max_viewers_per_channel,
+                    connects_per_second=limits.connects_per_second_per_channel,
+                )  # fmt: skip
+            except ConnectRefused:
+                self.hub.disconnect(conn.id, self.monotonic())
+                raise
+            actions.extend(self.hub.deliver_buffered(conn.id, buffered))
+        return actions
 
     async def _admit(self, request: web.Request) -> tuple[Connection, ChannelRef]:
         if not self.accepting:
@@ -188,6 +212,9 @@ class SignalingSockets:
     async def perform(self, actions: Iterable[Action]) -> None:
         """Carry out the hub's decisions."""
         for action in actions:
+            if isinstance(action, Forward):
+                await self.bus.forward(action)
+                continue
             conn = self.connections.get(action.connection)
             if conn is None:
                 continue
@@ -246,9 +273,36 @@ class SignalingSockets:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(code=code, message=reason.encode()[:120]), 5)
 
+    def forget(self, conn: Connection) -> None:
+        """`conn` is gone: drop it from the hub (and the shared presence)."""
+        self._forget(conn)
+
     def _forget(self, conn: Connection) -> None:
         if self.connections.pop(conn.id, None) is not None:
             self.hub.disconnect(conn.id, self.monotonic())
+            if self.bus.clustered:
+                task = asyncio.ensure_future(self.bus.release(conn.channel_arn, conn.role, conn.client_id, conn.id))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    # -- BusHandler: what other nodes ask of this one ------------------------------------------------
+
+    async def deliver(self, arn: str, recipient: str | None, message_type: MessageType, frame: str) -> bool:
+        actions = self.hub.deliver_local(arn, recipient, message_type, frame)
+        if not actions:
+            return False
+        await self.perform(actions)
+        return True
+
+    async def displace(self, connection: int) -> None:
+        await self.perform(self.hub.displace(connection))
+
+    async def on_bus_event(self, event_: Mapping[str, Any]) -> None:
+        if self.on_event is not None:
+            await self.on_event(event_)
+
+    def local_presence(self) -> list[tuple[int, str, Role, str | None]]:
+        return self.hub.presence()
 
     # -- housekeeping and fan-out ----------------------------------------------------------------
 
