@@ -196,8 +196,8 @@ def _check(s: Settings) -> None:
         raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
     if s.log_format not in ("text", "json"):
         raise ValueError("--log-format must be text or json")
-    if not 0 < s.port < 65536:
-        raise ValueError("--port must be 1..65535")
+    if not 0 <= s.port < 65536:
+        raise ValueError("--port must be 0..65535 (0: any free port)")
     if not 30 < s.turn_ttl <= 86400:
         raise ValueError("--turn-ttl must be in 31..86400 (the KVS C SDK refuses 30 s or less)")
     if s.tls not in (None, "self-signed"):

@@ -1,0 +1,490 @@
+"""Frames and routing on the signaling WebSocket (kvs-protocol.md §5.4-§5.6): who receives what, the exact
+outbound frames, member spellings, bad frames, the newest-connection rule, the TTL buffer, per-connection
+message rates and pings. Time-dependent rules move the server's clock with `advance()`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from wsutil import (
+    DELIVERY_KEYS,
+    Harness,
+    assert_status,
+    barrier,
+    connect,
+    expect_close,
+    frame,
+    ice_payload,
+    ping_pong,
+    recv,
+    recv_json,
+    recv_text,
+    running,
+    sdp_payload,
+    wait_connections,
+)
+
+WS = aiohttp.ClientWebSocketResponse
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    with running({"limits": "aws"}) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def open_channel(
+    h: Harness, session: aiohttp.ClientSession, viewers: tuple[str, ...] = ("v1", "v2"), ttl: int | None = None
+) -> tuple[str, WS, dict[str, WS]]:
+    arn = h.create_channel(ttl=ttl)
+    master = await connect(session, h.ws_url(arn))
+    sockets = {cid: await connect(session, h.ws_url(arn, cid)) for cid in viewers}
+    return arn, master, sockets
+
+
+def assert_from_viewer(obj: dict[str, Any], sender: str, message_type: str, payload: str) -> None:
+    assert obj == {"senderClientId": sender, "messageType": message_type, "messagePayload": payload}
+
+
+def assert_from_master(obj: dict[str, Any], message_type: str, payload: str) -> None:
+    # senderClientId towards a viewer is optional (open question 2 of kvs-protocol.md); nothing else may appear.
+    assert set(obj) <= DELIVERY_KEYS and {"messageType", "messagePayload"} <= set(obj), obj
+    assert obj["messageType"] == message_type and obj["messagePayload"] == payload, obj
+    if "senderClientId" in obj:
+        assert isinstance(obj["senderClientId"], str) and obj["senderClientId"], obj
+
+
+async def exchange(master: WS, viewer: WS, cid: str, tag: str = "") -> None:
+    """One ICE candidate each way: proves both sockets are alive and routed."""
+    up, down = ice_payload(hash(tag) % 1000), ice_payload(hash(tag + "down") % 1000)
+    await viewer.send_str(frame("ICE_CANDIDATE", up))
+    assert_from_viewer(await recv_json(master), cid, "ICE_CANDIDATE", up)
+    await master.send_str(frame("ICE_CANDIDATE", down, recipient=cid))
+    assert_from_master(await recv_json(viewer), "ICE_CANDIDATE", down)
+
+
+# -- routing ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["SDP_OFFER", "SDP_ANSWER", "ICE_CANDIDATE"])
+async def test_viewer_message_goes_to_master_with_sender_client_id(
+    h: Harness, session: aiohttp.ClientSession, action: str
+) -> None:
+    _, master, viewers = await open_channel(h, session)
+    payload = sdp_payload() if action != "ICE_CANDIDATE" else ice_payload(3)
+    await viewers["v1"].send_str(frame(action, payload))
+    assert_from_viewer(await recv_json(master), "v1", action, payload)
+    await barrier(viewers["v1"])  # no echo, no ack on success
+    await barrier(viewers["v2"])
+
+
+async def test_recipient_named_by_a_viewer_is_ignored(h: Harness, session: aiohttp.ClientSession) -> None:
+    _, master, viewers = await open_channel(h, session)
+    for recipient in ("v2", "v1", "nobody-here"):
+        payload = sdp_payload(tag=recipient)
+        await viewers["v1"].send_str(frame("SDP_OFFER", payload, recipient=recipient, correlation="c1"))
+        assert_from_viewer(await recv_json(master), "v1", "SDP_OFFER", payload)
+    await barrier(viewers["v1"])
+    await barrier(viewers["v2"])  # viewer-to-viewer is never honoured
+
+
+@pytest.mark.parametrize("action", ["SDP_OFFER", "SDP_ANSWER", "ICE_CANDIDATE"])
+async def test_master_message_goes_to_the_named_viewer(h: Harness, session: aiohttp.ClientSession, action: str) -> None:
+    _, master, viewers = await open_channel(h, session)
+    payload = sdp_payload("answer") if action != "ICE_CANDIDATE" else ice_payload(1)
+    await master.send_str(frame(action, payload, recipient="v2"))
+    assert_from_master(await recv_json(viewers["v2"]), action, payload)
+    await barrier(master)
+    await barrier(viewers["v1"])
+
+
+async def test_master_without_recipient_gets_status_only_with_correlation_id(
+    h: Harness, session: aiohttp.ClientSession
+) -> None:
+    _, master, viewers = await open_channel(h, session)
+    await master.send_str(frame("SDP_ANSWER", sdp_payload("answer")))  # no correlationId: silently dropped
+    await master.send_str(json.dumps({"action": "SDP_ANSWER", "messagePayload": "QQ==", "recipientClientId": ""}))
+    await barrier(master)
+    await master.send_str(frame("SDP_ANSWER", sdp_payload("answer"), correlation="no-recipient-1"))
+    assert_status(await recv_json(master), "no-recipient-1", "InvalidArgumentException")
+    for viewer in viewers.values():
+        await barrier(viewer)
+    await exchange(master, viewers["v1"], "v1")
+
+
+async def test_payload_is_relayed_byte_for_byte(h: Harness, session: aiohttp.ClientSession) -> None:
+    _, master, viewers = await open_channel(h, session)
+    payloads = [
+        base64.b64encode(os.urandom(333)).decode(),  # with '+', '/' and padding (most likely)
+        base64.b64encode(os.urandom(301)).decode().rstrip("="),  # unpadded, as atob accepts
+        "A" * 10240,  # the largest accepted payload
+        sdp_payload(),
+    ]
+    for payload in payloads:
+        await viewers["v1"].send_str(frame("SDP_OFFER", payload))
+        raw = await recv_text(master)
+        assert f'"messagePayload":"{payload}"' in raw.replace(" ", ""), raw[:200]
+        assert_from_viewer(json.loads(raw), "v1", "SDP_OFFER", payload)
+        await master.send_str(frame("SDP_ANSWER", payload, recipient="v1"))
+        raw = await recv_text(viewers["v1"])
+        assert_from_master(json.loads(raw), "SDP_ANSWER", payload)
+        h.advance(1.0)  # keep clear of the 5 SDP messages/s rate
+
+
+async def test_c_sdk_pascal_case_members_and_unknown_members(h: Harness, session: aiohttp.ClientSession) -> None:
+    _, master, viewers = await open_channel(h, session)
+    ice_servers = [{"Password": "p", "Ttl": 300, "Uris": ["turn:127.0.0.1:3478?transport=udp"], "Username": "u"}]
+    # The C SDK viewer always sends RecipientClientId (a placeholder) and, on offers, its IceServerList.
+    offer = sdp_payload()
+    await viewers["v1"].send_str(
+        json.dumps(
+            {
+                "action": "SDP_OFFER",
+                "RecipientClientId": "ConsumerViewer",
+                "MessagePayload": offer,
+                "CorrelationId": "c-1",
+                "IceServerList": ice_servers,
+            }
+        )
+    )
+    assert_from_viewer(await recv_json(master), "v1", "SDP_OFFER", offer)
+    answer = sdp_payload("answer")
+    await master.send_str(
+        json.dumps({"action": "SDP_ANSWER", "RecipientClientId": "v1", "MessagePayload": answer, "CorrelationId": "a"})
+    )
+    assert_from_master(await recv_json(viewers["v1"]), "SDP_ANSWER", answer)
+    # Members matched case-insensitively, anything unknown ignored.
+    candidate = ice_payload(7)
+    await master.send_str(
+        json.dumps(
+            {
+                "action": "ICE_CANDIDATE",
+                "recipientclientid": "v2",
+                "MESSAGEPAYLOAD": candidate,
+                "someFutureMember": {"x": [1, 2]},
+                "IceServerList": ice_servers,
+            }
+        )
+    )
+    assert_from_master(await recv_json(viewers["v2"]), "ICE_CANDIDATE", candidate)
+    # A PascalCase CorrelationId is echoed in the STATUS_RESPONSE of a refused frame.
+    await viewers["v2"].send_str(json.dumps({"action": "SDP_OFFER", "MessagePayload": "%%%", "CorrelationId": "pc-9"}))
+    assert_status(await recv_json(viewers["v2"]), "pc-9", "InvalidArgumentException")
+    await barrier(master)
+    await barrier(viewers["v1"])
+
+
+# -- bad frames ---------------------------------------------------------------------------------------------
+
+LONG = "A" * 10244  # 10241+ characters of valid base64: only the length is wrong
+
+BAD_FRAMES: list[tuple[str, str | bytes, bool]] = [
+    # (case, frame sent by viewer v1, a STATUS_RESPONSE comes back)
+    ("not-json", "this is not json", False),
+    ("truncated-json", '{"action":"SDP_OFFER","messagePayload":"QQ=="', False),
+    ("json-array", '[{"action":"SDP_OFFER","messagePayload":"QQ=="}]', False),
+    ("json-string", '"SDP_OFFER"', False),
+    ("empty-text", "", False),
+    ("binary", json.dumps({"action": "SDP_OFFER", "messagePayload": "QQ==", "correlationId": "b"}).encode(), False),
+    ("unknown-action", frame("SDP_PRANSWER", "QQ==", correlation="c"), True),
+    ("unknown-action-no-cid", frame("SDP_PRANSWER", "QQ=="), False),
+    ("go-away-action", frame("GO_AWAY", "QQ==", correlation="c"), True),
+    ("lowercase-action", frame("sdp_offer", "QQ==", correlation="c"), True),
+    ("missing-action", json.dumps({"messagePayload": "QQ==", "correlationId": "c"}), True),
+    ("missing-payload", json.dumps({"action": "SDP_OFFER", "correlationId": "c"}), True),
+    ("empty-payload", frame("SDP_OFFER", "", correlation="c"), True),
+    ("payload-not-string", json.dumps({"action": "SDP_OFFER", "messagePayload": 12, "correlationId": "c"}), True),
+    ("payload-over-10k", frame("SDP_OFFER", LONG, correlation="c"), True),
+    ("payload-over-10k-no-cid", frame("SDP_OFFER", LONG), False),
+    ("payload-not-base64", frame("SDP_OFFER", "not base64!", correlation="c"), True),
+    ("payload-bad-padding", frame("SDP_OFFER", "QQ=", correlation="c"), True),
+    ("payload-inner-padding", frame("SDP_OFFER", "QQ==QQ==", correlation="c"), True),
+    ("payload-4n+1", frame("SDP_OFFER", "QUJDR", correlation="c"), True),
+    ("payload-json-raw", frame("SDP_OFFER", '{"type":"offer"}', correlation="c"), True),
+    ("payload-not-base64-no-cid", frame("ICE_CANDIDATE", "***"), False),
+    ("bad-correlation-id", frame("SDP_PRANSWER", "QQ==", correlation="has space"), False),
+    ("long-correlation-id", frame("SDP_PRANSWER", "QQ==", correlation="c" * 257), False),
+    ("bad-recipient", frame("SDP_OFFER", "QQ==", recipient="no/slash", correlation="c"), True),
+]
+
+
+@pytest.mark.parametrize(("case", "bad", "answered"), BAD_FRAMES, ids=[c[0] for c in BAD_FRAMES])
+async def test_bad_frame_gets_status_where_allowed_and_affects_nobody_else(
+    h: Harness, session: aiohttp.ClientSession, case: str, bad: str | bytes, answered: bool
+) -> None:
+    _, master, viewers = await open_channel(h, session)
+    sender = viewers["v1"]
+    if isinstance(bad, bytes):
+        await sender.send_bytes(bad)
+    else:
+        await sender.send_str(bad)
+    if answered:
+        assert_status(await recv_json(sender), "c", "InvalidArgumentException")
+    await barrier(sender)  # nothing (else) came back, and the sender is still connected
+    await barrier(master)  # nothing was relayed
+    await barrier(viewers["v2"])
+    # Everyone keeps exchanging, the sender included.
+    await exchange(master, viewers["v2"], "v2", case)
+    await exchange(master, sender, "v1", case)
+
+
+async def test_many_bad_frames_from_the_master_do_not_disturb_viewers(
+    h: Harness, session: aiohttp.ClientSession
+) -> None:
+    _, master, viewers = await open_channel(h, session)
+    for i, (_, bad, answered) in enumerate(BAD_FRAMES):
+        if isinstance(bad, bytes):
+            await master.send_bytes(bad)
+        else:
+            await master.send_str(bad)
+        if answered:
+            assert_status(await recv_json(master), "c", "InvalidArgumentException")
+        await barrier(master, f"m-{i}")
+    for cid, viewer in viewers.items():
+        await barrier(viewer)
+        await exchange(master, viewer, cid)
+
+
+# -- newest connection wins ---------------------------------------------------------------------------------
+
+
+async def test_newest_master_wins_and_old_one_is_closed(h: Harness, session: aiohttp.ClientSession) -> None:
+    arn, old_master, viewers = await open_channel(h, session, ("v1",))
+    new_master = await connect(session, h.ws_url(arn))
+    assert await expect_close(old_master) == 1000
+    payload = sdp_payload()
+    await viewers["v1"].send_str(frame("SDP_OFFER", payload))
+    assert_from_viewer(await recv_json(new_master), "v1", "SDP_OFFER", payload)
+    await exchange(new_master, viewers["v1"], "v1")
+
+
+async def test_newest_viewer_with_same_client_id_wins(h: Harness, session: aiohttp.ClientSession) -> None:
+    arn, master, viewers = await open_channel(h, session, ("v1", "v2"))
+    newer = await connect(session, h.ws_url(arn, "v1"))
+    assert await expect_close(viewers["v1"]) == 1000
+    payload = sdp_payload("answer")
+    await master.send_str(frame("SDP_ANSWER", payload, recipient="v1"))
+    assert_from_master(await recv_json(newer), "SDP_ANSWER", payload)
+    await exchange(master, newer, "v1")
+    await exchange(master, viewers["v2"], "v2")  # the other viewer is untouched
+    await barrier(master)
+
+
+# -- undelivered messages: replacement, TTL, order ----------------------------------------------------------
+
+
+async def test_newer_pending_offer_replaces_the_older(h: Harness, session: aiohttp.ClientSession) -> None:
+    arn = h.create_channel()
+    master = await connect(session, h.ws_url(arn))
+    old, new = sdp_payload(tag="old"), sdp_payload(tag="new")
+    await master.send_str(frame("SDP_OFFER", old, recipient="late"))
+    await master.send_str(frame("SDP_OFFER", new, recipient="late"))
+    old_answer, new_answer = sdp_payload("answer", "old"), sdp_payload("answer", "new")
+    await master.send_str(frame("SDP_ANSWER", old_answer, recipient="late2"))
+    await master.send_str(frame("SDP_ANSWER", new_answer, recipient="late2"))
+    await barrier(master)
+    late = await connect(session, h.ws_url(arn, "late"))
+    assert_from_master(await recv_json(late), "SDP_OFFER", new)
+    await barrier(late)
+    late2 = await connect(session, h.ws_url(arn, "late2"))
+    assert_from_master(await recv_json(late2), "SDP_ANSWER", new_answer)
+    await barrier(late2)
+
+
+async def test_pending_offers_to_an_absent_master_replace_per_sender(
+    h: Harness, session: aiohttp.ClientSession
+) -> None:
+    arn = h.create_channel()
+    v1 = await connect(session, h.ws_url(arn, "v1"))
+    v2 = await connect(session, h.ws_url(arn, "v2"))
+    first, second, other = sdp_payload(tag="1"), sdp_payload(tag="2"), sdp_payload(tag="other")
+    # Barriers order the three sends across the two sockets.
+    await v1.send_str(frame("SDP_OFFER", first))
+    await barrier(v1)
+    await v2.send_str(frame("SDP_OFFER", other))
+    await barrier(v2)
+    await v1.send_str(frame("SDP_OFFER", second))
+    await barrier(v1)
+    master = await connect(session, h.ws_url(arn))
+    got = [await recv_json(master), await recv_json(master)]
+    assert_from_viewer(got[0], "v2", "SDP_OFFER", other)  # a newer offer takes the newest place
+    assert_from_viewer(got[1], "v1", "SDP_OFFER", second)
+    await barrier(master)
+
+
+@pytest.mark.parametrize("ttl", [5, 60])
+async def test_undelivered_messages_wait_for_ttl_and_arrive_in_order(
+    h: Harness, session: aiohttp.ClientSession, ttl: int
+) -> None:
+    arn = h.create_channel(ttl=ttl)
+    info = h.kv.describe_signaling_channel(ChannelARN=arn)["ChannelInfo"]
+    assert info["SingleMasterConfiguration"]["MessageTtlSeconds"] == ttl
+    master = await connect(session, h.ws_url(arn))
+    sent = [("SDP_OFFER", sdp_payload())] + [("ICE_CANDIDATE", ice_payload(i)) for i in range(5)]
+    for action, payload in sent:
+        await master.send_str(frame(action, payload, recipient="late", correlation="c"))
+    await barrier(master)  # no STATUS_RESPONSE: buffering is not an error
+    h.advance(ttl - 1)
+    late = await connect(session, h.ws_url(arn, "late"))
+    for action, payload in sent:
+        assert_from_master(await recv_json(late), action, payload)
+    await barrier(late)
+    # Delivered once only.
+    await late.close()
+    again = await connect(session, h.ws_url(arn, "late"))
+    await barrier(again)
+
+
+@pytest.mark.parametrize("ttl", [5, 60])
+async def test_undelivered_messages_are_dropped_after_ttl(h: Harness, session: aiohttp.ClientSession, ttl: int) -> None:
+    arn = h.create_channel(ttl=ttl)
+    master = await connect(session, h.ws_url(arn))
+    await master.send_str(frame("SDP_OFFER", sdp_payload(), recipient="late"))
+    await master.send_str(frame("ICE_CANDIDATE", ice_payload(1), recipient="late"))
+    v1 = await connect(session, h.ws_url(arn, "v1"))
+    await master.close()
+    await wait_connections(h, 1)
+    await v1.send_str(frame("SDP_ANSWER", sdp_payload("answer")))  # to the absent master
+    await barrier(v1)
+    h.advance(ttl + 1)
+    late = await connect(session, h.ws_url(arn, "late"))
+    await barrier(late)
+    master = await connect(session, h.ws_url(arn))
+    await barrier(master)
+    await exchange(master, late, "late")
+
+
+async def test_ttl_change_applies_to_messages_sent_afterwards(h: Harness, session: aiohttp.ClientSession) -> None:
+    arn = h.create_channel(ttl=60)
+    master = await connect(session, h.ws_url(arn))
+    kept, dropped, short_lived = sdp_payload(tag="kept"), ice_payload(1), ice_payload(2)
+    await master.send_str(frame("SDP_OFFER", kept, recipient="a"))  # under TTL 60
+    await master.send_str(frame("ICE_CANDIDATE", dropped, recipient="b"))  # under TTL 60
+    await barrier(master)
+    version = h.kv.describe_signaling_channel(ChannelARN=arn)["ChannelInfo"]["Version"]
+    h.kv.update_signaling_channel(
+        ChannelARN=arn, CurrentVersion=version, SingleMasterConfiguration={"MessageTtlSeconds": 5}
+    )
+    await master.send_str(frame("ICE_CANDIDATE", short_lived, recipient="a"))  # under TTL 5
+    await barrier(master)
+    h.advance(10)
+    a = await connect(session, h.ws_url(arn, "a"))
+    assert_from_master(await recv_json(a), "SDP_OFFER", kept)
+    await barrier(a)  # the one sent after the change has expired
+    h.advance(51)  # 61 s after the first messages
+    b = await connect(session, h.ws_url(arn, "b"))
+    await barrier(b)
+
+    # And the other way: a longer TTL keeps later messages longer.
+    version = h.kv.describe_signaling_channel(ChannelARN=arn)["ChannelInfo"]["Version"]
+    h.kv.update_signaling_channel(
+        ChannelARN=arn, CurrentVersion=version, SingleMasterConfiguration={"MessageTtlSeconds": 120}
+    )
+    later = ice_payload(3)
+    await master.send_str(frame("ICE_CANDIDATE", later, recipient="c"))
+    await barrier(master)
+    h.advance(100)
+    c = await connect(session, h.ws_url(arn, "c"))
+    assert_from_master(await recv_json(c), "ICE_CANDIDATE", later)
+
+
+# -- rates ----------------------------------------------------------------------------------------------------
+
+
+async def send_burst(ws: WS, frames: list[str]) -> None:
+    for text in frames:
+        await ws.send_str(text)
+
+
+async def test_sixth_sdp_message_within_a_second_is_refused(h: Harness, session: aiohttp.ClientSession) -> None:
+    _, master, viewers = await open_channel(h, session)
+    v1 = viewers["v1"]
+    payloads = [sdp_payload(tag=str(i)) for i in range(7)]
+    actions = ["SDP_OFFER", "SDP_ANSWER"] * 4  # offers and answers share one budget
+    await send_burst(v1, [frame(actions[i], payloads[i], correlation=f"sdp-{i}") for i in range(6)])
+    for i in range(5):
+        assert_from_viewer(await recv_json(master), "v1", actions[i], payloads[i])
+    assert_status(await recv_json(v1), "sdp-5", "ClientLimitExceededException")
+    await barrier(master)
+    # Without a correlationId an over-rate message is dropped silently.
+    await v1.send_str(frame("SDP_OFFER", payloads[6]))
+    await barrier(v1)
+    await barrier(master)
+    # ICE has its own budget, and the other viewer is not affected.
+    await exchange(master, v1, "v1")
+    await viewers["v2"].send_str(frame("SDP_OFFER", payloads[0], correlation="v2"))
+    assert_from_viewer(await recv_json(master), "v2", "SDP_OFFER", payloads[0])
+    # A second later the budget is back.
+    h.advance(1.0)
+    await send_burst(v1, [frame("SDP_OFFER", payloads[i], correlation=f"again-{i}") for i in range(5)])
+    for i in range(5):
+        assert_from_viewer(await recv_json(master), "v1", "SDP_OFFER", payloads[i])
+    await barrier(v1)
+
+
+async def test_twenty_first_ice_candidate_within_a_second_is_refused(
+    h: Harness, session: aiohttp.ClientSession
+) -> None:
+    _, master, viewers = await open_channel(h, session, ("v1",))
+    candidates = [ice_payload(i) for i in range(21)]
+    await send_burst(master, [frame("ICE_CANDIDATE", c, recipient="v1", correlation=f"ice-{i}") for i, c in
+                              enumerate(candidates)])  # fmt: skip
+    for i in range(20):
+        assert_from_master(await recv_json(viewers["v1"]), "ICE_CANDIDATE", candidates[i])
+    assert_status(await recv_json(master), "ice-20", "ClientLimitExceededException")
+    await barrier(viewers["v1"])
+    # SDP has its own budget.
+    answer = sdp_payload("answer")
+    await master.send_str(frame("SDP_ANSWER", answer, recipient="v1", correlation="sdp"))
+    assert_from_master(await recv_json(viewers["v1"]), "SDP_ANSWER", answer)
+    h.advance(1.0)
+    await send_burst(master, [frame("ICE_CANDIDATE", c, recipient="v1", correlation="x") for c in candidates[:20]])
+    for c in candidates[:20]:
+        assert_from_master(await recv_json(viewers["v1"]), "ICE_CANDIDATE", c)
+    await barrier(master)
+
+
+async def test_limits_off_has_no_message_rate() -> None:
+    with running({"limits": "off"}) as h:
+        async with aiohttp.ClientSession() as session:
+            _, master, viewers = await open_channel(h, session, ("v1",))
+            payloads = [sdp_payload(tag=str(i)) for i in range(30)]
+            await send_burst(viewers["v1"], [frame("SDP_OFFER", p, correlation="c") for p in payloads])
+            for p in payloads:
+                assert_from_viewer(await recv_json(master), "v1", "SDP_OFFER", p)
+            await barrier(viewers["v1"])
+
+
+# -- pings ----------------------------------------------------------------------------------------------------
+
+
+async def test_websocket_ping_is_answered_with_pong(h: Harness, session: aiohttp.ClientSession) -> None:
+    arn = h.create_channel()
+    master = await connect(session, h.ws_url(arn), autoping=False)
+    viewer = await connect(session, h.ws_url(arn, "v1"), autoping=False)
+    await ping_pong(master, b"kvs-c-sdk-ping")
+    await ping_pong(viewer, b"")
+    await ping_pong(viewer, os.urandom(100))
+    payload = sdp_payload()
+    await viewer.send_str(frame("SDP_OFFER", payload))
+    msg = await recv(master)
+    assert msg.type is aiohttp.WSMsgType.TEXT
+    assert_from_viewer(json.loads(msg.data), "v1", "SDP_OFFER", payload)
