@@ -122,6 +122,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections, disk full
     asyncpg.exceptions.TransactionRollbackError,  # 40: deadlock / serialization failure: retryable
 )
+# Failures after which the connection in hand is not used again (CancelledError: the call's deadline).
+_ABANDON: tuple[type[BaseException], ...] = (asyncio.CancelledError, *_UNAVAILABLE)
 # Failures of a connection itself: worth one retry on a fresh connection when nothing was sent yet.
 _STALE_CONNECTION: tuple[type[BaseException], ...] = (
     OSError,
@@ -129,6 +131,14 @@ _STALE_CONNECTION: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.AdminShutdownError,
 )
+
+
+class _NotStarted(Exception):
+    """A write's transaction could not even begin, because of `error` (a connection failure)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def redact(url: str) -> str:
@@ -236,16 +246,17 @@ class PostgresStore:
             async with asyncio.timeout(self.timeout):
                 yield
         except _UNAVAILABLE as e:
-            # Whatever connections the pool holds may be dead or stuck: open fresh ones next time.
-            await self._pool.expire_connections()
+            if not isinstance(e, asyncpg.exceptions.TransactionRollbackError):
+                # Whatever connections the pool holds may be dead or stuck: open fresh ones next time.
+                await self._pool.expire_connections()
             raise StoreUnavailable(f"PostgreSQL at {self.url}: {_describe(e)}") from e
 
     async def _read(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run `fn` (reads only: safe to repeat) on a pooled connection."""
         async with self._guard():
             for attempt in range(2):
                 try:
-                    async with self._pool.acquire() as conn:
-                        return await fn(conn)
+                    return await self._attempt(fn, write=False)
                 except _STALE_CONNECTION:
                     if attempt:
                         raise
@@ -255,15 +266,39 @@ class PostgresStore:
         """Run `fn` in one transaction (committed when it returns, rolled back when it raises)."""
         async with self._guard():
             for attempt in range(2):
-                began = False
                 try:
-                    async with self._pool.acquire() as conn, conn.transaction():
-                        began = True
-                        return await fn(conn)
-                except _STALE_CONNECTION:
-                    if began or attempt:
-                        raise
+                    return await self._attempt(fn, write=True)
+                except _NotStarted as e:  # nothing reached the database: safe to try a fresh connection
+                    if attempt:
+                        raise e.error from None
             raise AssertionError("unreachable")
+
+    async def _attempt(self, fn: Callable[[Connection], Awaitable[T]], *, write: bool) -> T:
+        async with self._pool.acquire(timeout=self.timeout) as conn:
+            try:
+                if not write:
+                    return await fn(conn)
+                transaction = conn.transaction()
+                try:
+                    await transaction.start()
+                except _STALE_CONNECTION as e:
+                    conn.terminate()
+                    raise _NotStarted(e) from e
+                try:
+                    result = await fn(conn)
+                except _ABANDON:
+                    raise
+                except BaseException:
+                    await transaction.rollback()  # a StoreError from `fn`: the connection is healthy
+                    raise
+                await transaction.commit()
+                return result
+            except _ABANDON:
+                # Timed out or broken: never wait on this connection again (a graceful release would
+                # ROLLBACK and wait for the cancellation, past the caller's deadline). The server rolls
+                # back whatever was open when the connection drops.
+                conn.terminate()
+                raise
 
     # -- channels ------------------------------------------------------------------------------
 
