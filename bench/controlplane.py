@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -97,10 +98,8 @@ async def _seed(db: Path, count: int) -> None:
 
 def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM when this script dies (Linux), so nothing lingers."""
-    try:
+    with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
 
 
 def _pinned(cpu: int | None, argv: Sequence[str]) -> list[str]:
@@ -110,7 +109,8 @@ def _pinned(cpu: int | None, argv: Sequence[str]) -> list[str]:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _post(port: int, path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
@@ -162,19 +162,38 @@ class Run:
     p99_ms: float
     errors: int
     latency_table: str
+    cpu_us: float  # server CPU time per request (all its threads), in microseconds; nan if unknown
+    busy: float  # server CPU time / wall time of the run (1.0 = it had a whole core); nan if unknown
 
 
-def wrk(port: int, op: str, *, seconds: float, connections: int, count: int, cpu: int | None) -> Run:
+def cpu_ns(pid: int) -> int | None:
+    """CPU time used so far by all threads of `pid`, in ns (Linux schedstat), or None."""
+    total, found = 0, False
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+                found = True
+        except (OSError, ValueError, IndexError):
+            pass
+    return total if found else None
+
+
+def wrk(port: int, op: str, *, seconds: int, connections: int, count: int, cpu: int | None, server_pid: int) -> Run:
     argv = _pinned(
         cpu,
         [
-            "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "--latency",
+            "wrk", "-t1", f"-c{connections}", f"-d{max(1, seconds)}s", "--timeout", "5s", "--latency",
             "-s", str(LUA), f"http://127.0.0.1:{port}", "--", op, str(BASE_MS), str(count),
         ],
     )  # fmt: skip
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=seconds + 30, preexec_fn=_die_with_parent
-    )
+    cpu_before, wall_before = cpu_ns(server_pid), time.monotonic_ns()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, preexec_fn=_die_with_parent)
+    cpu_after, wall_after = cpu_ns(server_pid), time.monotonic_ns()
     out = proc.stdout
     if proc.returncode != 0 or "WRKJSON " not in out:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()} {out.strip()}")
@@ -185,6 +204,12 @@ def wrk(port: int, op: str, *, seconds: float, connections: int, count: int, cpu
     at = next((n for n, x in enumerate(lines) if "Latency Distribution" in x), len(lines))
     table = "\n".join(lines[at : at + 5])
     errors = sum(data["errors"].values())
+    requests = max(data["requests"], 1)
+    known = cpu_before is not None and cpu_after is not None
+    cpu_used = (cpu_after or 0) - (cpu_before or 0)
+    # wrk's own start-up and teardown fall inside the wall interval, so `busy` slightly understates.
+    cpu_us = cpu_used / 1000 / requests if known else float("nan")
+    busy = cpu_used / (wall_after - wall_before) if known else float("nan")
     return Run(
         op=op,
         round=0,
@@ -193,6 +218,8 @@ def wrk(port: int, op: str, *, seconds: float, connections: int, count: int, cpu
         p99_ms=data["p99_us"] / 1000,
         errors=errors,
         latency_table=table,
+        cpu_us=cpu_us,
+        busy=busy,
     )
 
 
@@ -203,8 +230,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="signalite control-plane benchmark")
     parser.add_argument("--channels", type=int, default=10_000, help="channels stored (default 10000)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per candidate (default 2)")
+    parser.add_argument("--duration", type=int, default=5, help="whole seconds per measurement (default 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="whole seconds of warm-up per candidate (default 2)")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU for the servers (default 0)")
     parser.add_argument("--client-cpu", type=int, default=1, help="CPU for wrk (default 1)")
@@ -219,6 +246,7 @@ def main() -> int:
     server_cpu = args.server_cpu if pin else None
     client_cpu = args.client_cpu if pin else None
 
+    print(_environment(), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="signalite-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -234,6 +262,7 @@ def main() -> int:
             _pinned(server_cpu, [
                 sys.executable, "-m", "signalite", "serve", "--host", "127.0.0.1", "--port", str(sig_port),
                 "--data-dir", str(data_dir), "--limits", "off", "--log-level", "warning",
+                "--shutdown-grace", "1",
             ]),
             env=env, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent,
         )  # fmt: skip
@@ -259,7 +288,14 @@ def main() -> int:
             raise RuntimeError(f"GetSignalingChannelEndpoint check failed: {status} {body}")
 
         ports = {"trivial": triv_port, "describe": sig_port, "endpoint": sig_port}
-        common = dict(connections=args.connections, count=args.channels, cpu=client_cpu)
+        pids = {"trivial": trivial.pid, "describe": signalite.pid, "endpoint": signalite.pid}
+
+        def measure(op: str, seconds: int) -> Run:
+            return wrk(
+                ports[op], op, seconds=seconds, connections=args.connections, count=args.channels,
+                cpu=client_cpu, server_pid=pids[op],
+            )  # fmt: skip
+
         print(
             f"warm-up {args.warmup:g} s each; then {args.rounds} rounds x {len(OPS)} candidates x "
             f"{args.duration:g} s, {args.connections} connections, "
@@ -267,22 +303,24 @@ def main() -> int:
             flush=True,
         )
         for op in OPS:
-            wrk(ports[op], op, seconds=args.warmup, **common)  # type: ignore[arg-type]
+            measure(op, args.warmup)
 
         runs: list[Run] = []
         for r in range(1, args.rounds + 1):
             for op in OPS:
-                run = wrk(ports[op], op, seconds=args.duration, **common)  # type: ignore[arg-type]
+                run = measure(op, args.duration)
                 run.round = r
                 runs.append(run)
                 print(
                     f"  round {r} {op:<9} {run.rps:9.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
-                    f"p99 {run.p99_ms:6.2f} ms  errors {run.errors}",
+                    f"p99 {run.p99_ms:6.2f} ms  server CPU {run.cpu_us:6.1f} us/req, "
+                    f"{run.busy:4.0%} of a core  errors {run.errors}",
                     flush=True,
                 )
                 if args.verbose:
                     print(run.latency_table)
         report(runs, args.rounds)
+        print("load average (1, 5, 15 min) at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     finally:
         for proc in procs:
             _stop(proc)
@@ -290,25 +328,68 @@ def main() -> int:
     return 0
 
 
+def _environment() -> str:
+    import platform
+    from importlib.metadata import version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except Exception:
+            return "?"
+
+    return (
+        f"signalite {v('signalite')}, Python {platform.python_version()}, aiohttp {v('aiohttp')}, "
+        f"uvloop {v('uvloop')}, orjson {v('orjson')}, wrk {_wrk_version()}; {os.cpu_count()} CPUs; "
+        "load average (1, 5, 15 min) at the start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    )
+
+
+def _wrk_version() -> str:
+    try:
+        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    words = (out.stdout + out.stderr).split()
+    return words[1] if len(words) > 1 and words[0] == "wrk" else "?"
+
+
 def report(runs: list[Run], rounds: int) -> None:
     by_op = {op: [r for r in runs if r.op == op] for op in OPS}
-    base = statistics.median(r.rps for r in by_op["trivial"])
+    base_rps = statistics.median(r.rps for r in by_op["trivial"])
+    base_cpu = statistics.median(r.cpu_us for r in by_op["trivial"])
     base_by_round = {r.round: r.rps for r in by_op["trivial"]}
     print()
-    header = f"{'operation':<30} {'median rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}  {'per-round ratios':<20} errors"
+    header = (
+        f"{'operation':<28} {'median rps':>10} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6}  "
+        f"{'per-round':<15} {'CPU us/req':>10} {'CPU ratio':>9} {'core':>5} {'errors':>6}"
+    )
     print(header)
     print("-" * len(header))
     for op in OPS:
         rs = by_op[op]
         rps = statistics.median(r.rps for r in rs)
+        cpu = statistics.median(r.cpu_us for r in rs)
         per_round = " ".join(f"{r.rps / base_by_round[r.round]:.2f}" for r in rs)
         print(
-            f"{LABELS[op]:<30} {rps:>10.0f} {statistics.median(r.p50_ms for r in rs):>8.2f} "
-            f"{statistics.median(r.p99_ms for r in rs):>8.2f} {rps / base:>6.2f}  {per_round:<20} "
-            f"{sum(r.errors for r in rs)}"
+            f"{LABELS[op]:<28} {rps:>10.0f} {statistics.median(r.p50_ms for r in rs):>7.2f} "
+            f"{statistics.median(r.p99_ms for r in rs):>7.2f} {rps / base_rps:>6.2f}  {per_round:<15} "
+            f"{cpu:>10.1f} {base_cpu / cpu:>9.2f} {statistics.median(r.busy for r in rs):>5.0%} "
+            f"{sum(r.errors for r in rs):>6}"
         )
     print()
-    print(f"ratio = median rps / median rps of the trivial handler ({rounds} rounds); target >= 0.50")
+    print(
+        f"ratio = median req/s / the trivial handler's median req/s over {rounds} alternating rounds "
+        "(target >= 0.50);\nper-round = the same ratio within each round; CPU us/req = server CPU time "
+        "per request (all threads),\nCPU ratio = trivial's CPU us/req / the operation's (less sensitive "
+        "to other load on the machine);\ncore = the server's CPU time / wall time during the runs (median)."
+    )
+    least = min(r.busy for r in runs)
+    if least < 0.9:
+        print(
+            f"WARNING: in some runs the server had only {least:.0%} of its core (other processes ran on it): "
+            "req/s,\nlatency and their ratio are disturbed by that load; the CPU ratio is the steadier figure."
+        )
 
 
 if __name__ == "__main__":

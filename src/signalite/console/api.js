@@ -52,8 +52,11 @@ export function now() {
   return new Date(Date.now() + state.clockOffsetMs);
 }
 
+// The model's request URIs: lowerCamelCase, except the three resource-tagging operations.
+const CAPITALISED_PATHS = new Set(['ListTagsForResource', 'TagResource', 'UntagResource']);
+
 export function operationPath(operation) {
-  return `/${operation[0].toLowerCase()}${operation.slice(1)}`;
+  return CAPITALISED_PATHS.has(operation) ? `/${operation}` : `/${operation[0].toLowerCase()}${operation.slice(1)}`;
 }
 
 /** POST a signed rest-json request; `path` like /listSignalingChannels; `base` defaults to this origin. */

@@ -129,7 +129,7 @@ class SignalingSockets:
         if conn.transport is not None:
             # Let the transport buffer past our own cut-off, so it never pauses (which would make
             # send() wait for this one slow reader); we disconnect it at max_send_buffer instead.
-            conn.transport.set_write_buffer_limits(high=self.max_send_buffer * 4)  # type: ignore[attr-defined]
+            conn.transport.set_write_buffer_limits(high=self.max_send_buffer * 4)
         self.connections[conn.id] = conn
         try:
             await ws.prepare(request)
