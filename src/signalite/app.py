@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import logging
 import socket
 import ssl
@@ -79,6 +80,8 @@ class Server:
         self._site: GuardedSite | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._date_second = -1
+        self._date_value = ""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -199,6 +202,7 @@ class Server:
         signaling = SignalingApi(self.store, self.sockets, lambda: self.settings, self.clock)
         node = s.node_id or f"{socket.gethostname()}:{self.port}"
         self.metrics = Metrics(node, lambda: self.hub, self.sockets.refusals)
+        self.sockets.on_refusal = self.metrics.observe_refusal
         self.rest = RestApi(
             {"kinesisvideo": control_plane, "kinesis-video-signaling": signaling},
             self.gatekeeper.authenticate,
@@ -207,6 +211,7 @@ class Server:
         )
         self.console = Console(self)
         app = web.Application(client_max_size=s.max_body_bytes)
+        app.on_response_prepare.append(self._date_header)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 
@@ -261,6 +266,15 @@ class Server:
         if "Origin" in request.headers:
             _add_cors(request, response)
         return response
+
+    async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Date from the injected clock (the same time SigV4 checks use), cached per second. The KVS
+        # C SDK corrects its clock skew from this header.
+        second = int(self.clock())
+        if second != self._date_second:
+            self._date_second = second
+            self._date_value = email.utils.formatdate(second, usegmt=True)
+        response.headers["Date"] = self._date_value
 
     async def _health(self) -> web.Response:
         status, code = ("draining", 503) if self.draining else ("ok", 200)

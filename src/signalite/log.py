@@ -56,10 +56,52 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(data, default=str).decode()
 
 
+class LibraryFilter(logging.Filter):
+    """Makes library records (aiohttp, asyncpg, redis) one structured line without client bytes.
+
+    aiohttp logs a malformed request with a traceback whose exception text quotes the offending
+    header line — which may carry a token. Keep the event and the exception's type, drop the rest.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields: dict[str, Any] = {"logger": record.name}
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            fields["exception"] = type(error).__name__
+            if _client_error(error):
+                # A malformed request is the client's fault, not the server's: a warning, not an error.
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+                record.msg, record.args = "http.malformed_request", ()
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        message = record.msg if isinstance(record.msg, str) and not record.args else record.getMessage()
+        record.msg = "".join(ch if ch.isprintable() else "?" for ch in str(message)[:120])
+        record.args = ()
+        record.fields = fields
+        return True
+
+
+def _client_error(error: BaseException) -> bool:
+    try:
+        from aiohttp.http_exceptions import HttpProcessingError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(error, HttpProcessingError)
+
+
 def configure(level: str, fmt: str) -> None:
-    """Send signalite's log lines to stderr in the chosen format."""
+    """Send signalite's log lines, and the libraries' (filtered), to stderr in the chosen format."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(level.upper())
     LOGGER.propagate = False
+    library_handler = logging.StreamHandler()
+    library_handler.setFormatter(handler.formatter)
+    library_handler.addFilter(LibraryFilter())
+    for name in ("aiohttp", "asyncpg", "redis"):
+        library = logging.getLogger(name)
+        library.handlers[:] = [library_handler]
+        library.setLevel(logging.WARNING)
+        library.propagate = False

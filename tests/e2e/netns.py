@@ -42,6 +42,8 @@ def run_in_netns(
     )
 
 
-def python_in_netns(script: str, *args: str, timeout: float, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def python_in_netns(
+    script: str, *args: str, timeout: float, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a Python script (with this interpreter) inside a private network namespace."""
     return run_in_netns([sys.executable, script, *args], timeout=timeout, env=env)

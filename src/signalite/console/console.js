@@ -355,6 +355,9 @@ async function openFeed(arn) {
         } catch { /* not JSON */ }
         setFeedState(`refused (${message})`, 'bad');
         ui.errors.push(`live feed: ${message}`);
+        // A refusal for the key or its policy won't change by retrying (each try is signed afresh); new
+        // credentials reopen the feed. Busy or failing servers are retried.
+        if (response.status < 500) return;
         retryMs = 10000;
       } else {
         setFeedState('live', 'good');
@@ -455,7 +458,7 @@ function renderLive(snapshot) {
         e.close_code != null ? el('span', { class: 'muted' }, `close ${e.close_code}`) : null))
       : [el('li', { class: 'muted' }, 'No signaling events yet.')]),
   );
-  $('#live-updated').textContent = `updated ${formatTime(snapshot.time).slice(11, 19)} · node ${snapshot.node}`;
+  $('#live-updated').textContent = `updated ${formatTime(snapshot.time).slice(11, 19)} · node ${snapshot.node}${snapshot.clustered ? ' (cluster: clients and buffers of this node only)' : ''}`;
   if (snapshot.channel === null && ui.selectedArn === snapshot.channelARN && ui.selected) {
     if (!ui.deleted.has(snapshot.channelARN)) {
       ui.deleted.add(snapshot.channelARN);

@@ -60,6 +60,11 @@ class RequestQuotas:
         self.table = table
         self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
 
+    def has_channel_rate(self, operation: str) -> bool:
+        """Does this operation have a per-channel quota (so the adapter must resolve the channel)?"""
+        rates = self.table.rates.get(operation)
+        return rates is not None and rates[1] is not None
+
     def check(self, operation: str, account: str, channel: str | None, now: float) -> None:
         """Take a token for this request or raise ClientLimitExceededException."""
         rates = self.table.rates.get(operation)

@@ -97,33 +97,39 @@ class Gatekeeper:
         )
 
     async def authorize(self, op: Operation, caller: Caller, params: Mapping[str, Any]) -> None:
-        resource, channel_key = await self._resource(op, caller, params)
+        resource, channel_arn = await self._resource(op, caller, params)
         if caller.policy is not None and not evaluate(caller.policy, action_name(op.name), [resource]):
             message = f"User {caller.access_key_id} is not authorized to perform {action_name(op.name)} on {resource}"
             if op.service == "kinesis-video-signaling":
                 raise NotAuthorizedException(message)
             raise AccessDeniedException(message)
-        self.quotas.check(op.name, caller.account, channel_key, self.clock())
+        self.quotas.check(op.name, caller.account, channel_arn, self.clock())
 
     async def _resource(self, op: Operation, caller: Caller, params: Mapping[str, Any]) -> tuple[str, str | None]:
-        """(the ARN a policy is checked against, the key of the per-channel quota)."""
+        """(the ARN a policy is checked against, the caller's own channel ARN for per-channel quotas).
+
+        The quota key is always the resolved ARN of a channel in the caller's account, so asking by
+        name or by ARN spends the same bucket, and nobody can spend another account's.
+        """
+        own = f"arn:aws:kinesisvideo:{caller.region}:{caller.account}:"
         for member in _ARN_MEMBERS:
             value = params.get(member)
             if isinstance(value, str):
-                return value, value
-        prefix = f"arn:aws:kinesisvideo:{caller.region}:{caller.account}"
+                mine = value.startswith(f"arn:aws:kinesisvideo:{caller.region}:{caller.account}:channel/")
+                return value, value if mine else None
         name = params.get("ChannelName")
         if isinstance(name, str):
-            if caller.policy is None:
-                return f"{prefix}:channel/{name}/*", name
+            pattern = f"{own}channel/{name}/*"
+            if caller.policy is None and not self.quotas.has_channel_rate(op.name):
+                return pattern, None
             found = await self.store.find_channel(caller.account, caller.region, name)
-            return (found.arn if found else f"{prefix}:channel/{name}/*"), name
+            return (found.arn, found.arn) if found else (pattern, None)
         name = params.get("StreamName")
         if isinstance(name, str):
             if caller.policy is None:
-                return f"{prefix}:stream/{name}/*", None
+                return f"{own}stream/{name}/*", None
             stream = await self.store.find_stream(caller.account, caller.region, name)
-            return (stream.arn if stream else f"{prefix}:stream/{name}/*"), None
+            return (stream.arn if stream else f"{own}stream/{name}/*"), None
         return "*", None
 
     # -- WebSocket ---------------------------------------------------------------------------------

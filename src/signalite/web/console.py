@@ -11,12 +11,13 @@ Routes (everything under /console/ is GET or HEAD):
 * ``/console/api/live?channel=<arn>`` -> a server-sent-events stream of one channel, one ``snapshot``
   event a second: the master and the viewers connected to this node (client id, node, connected
   since, messages in/out), messages buffered for absent recipients with their remaining TTL, and the
-  channel's recent signaling events. Never a message payload: the hub's snapshot does not hold them
-  and events are copied field by field from a fixed list. In strict mode the URL must be
-  SigV4-presigned (as the KVS SDKs presign the signaling WebSocket: service ``kinesisvideo``, only
-  ``host`` signed, the ``channel`` parameter signed with it) by a key whose policy allows
-  ``kinesisvideo:DescribeSignalingChannel`` on that channel of its own account. The signature is
-  checked when the stream opens; the pages re-sign when they reconnect.
+  channel's recent signaling events (in a cluster: what this node sees). Never a message payload:
+  the hub's snapshot does not hold them and events are copied field by field from a fixed list.
+  In strict mode the URL must be SigV4-presigned (as the KVS SDKs presign the signaling WebSocket:
+  service ``kinesisvideo``, only ``host`` signed, the ``channel`` parameter signed with it) by a key
+  whose policy allows ``kinesisvideo:DescribeSignalingChannel`` on that channel of its own account.
+  The signature is checked when the stream opens; the pages re-sign when they reconnect. At most
+  `MAX_LIVE_FEEDS` streams are open per node.
 
 The pages talk to signalite's own AWS APIs (same origin, SigV4-signed with WebCrypto): nothing here
 duplicates the control plane.
@@ -44,6 +45,7 @@ from signalite.model.errors import (
     AccessDeniedException,
     InvalidArgumentException,
     ServiceError,
+    ServiceUnavailableException,
     UnknownOperationException,
 )
 from signalite.signaling.hub import ConnectionInfo
@@ -80,6 +82,8 @@ SECURITY_HEADERS = {
 # The fields of a recorded signaling event the live view may show (see SignalingSockets.record).
 EVENT_FIELDS = ("time", "kind", "role", "client_id", "code", "close_code", "reason", "error_type")
 MAX_EVENTS = 60
+# Open live-view streams per node; each costs a store read and a scan of the recent events a second.
+MAX_LIVE_FEEDS = 200
 
 DESCRIBE = action_name("DescribeSignalingChannel")
 
@@ -108,9 +112,12 @@ def scan_static(root: Path) -> dict[str, StaticFile]:
 class Console:
     """Serves /console/... for one Server."""
 
-    def __init__(self, server: Any, *, static_dir: Path = STATIC_DIR, interval: float = 1.0) -> None:
+    def __init__(
+        self, server: Any, *, static_dir: Path = STATIC_DIR, interval: float = 1.0, max_feeds: int = MAX_LIVE_FEEDS
+    ) -> None:
         self.server = server
         self.interval = interval
+        self.max_feeds = max_feeds
         self.files = scan_static(static_dir)
         self.live_feeds = 0  # open live-view streams
 
@@ -175,6 +182,9 @@ class Console:
             self.server.metrics.auth_failures.labels(self.server.metrics.node, e.code).inc()
             event(logging.INFO, "console.live_refused", request_id=request_id, channel=arn, code=e.code)
             return error_response(e, request_id)
+        if self.live_feeds >= self.max_feeds:
+            busy = ServiceUnavailableException(f"Too many live views are open on this node ({self.max_feeds}).")
+            return error_response(busy, request_id)
 
         response = web.StreamResponse(
             headers={
@@ -270,6 +280,8 @@ class Console:
             "channelARN": arn,
             "channel": channel,
             "node": node,
+            # In a cluster this node's hub knows its own connections only; buffers live in the bus.
+            "clustered": bool(getattr(s.sockets.bus, "clustered", False)),
             "master": None if hub_view.master is None else connection(hub_view.master, "MASTER"),
             "viewers": [connection(v, "VIEWER") for v in hub_view.viewers],
             "buffered": [

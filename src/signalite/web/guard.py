@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +62,25 @@ class ConnectionGuard:
             del self.per_address[address]
 
 
+_UPGRADE = re.compile(rb"(?im)^upgrade:[ \t]*websocket")
+_CHUNKED = re.compile(rb"(?im)^transfer-encoding:[^\r\n]*chunked")
+_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,12})")
+_MAX_HEAD = 64 * 1024  # aiohttp refuses far smaller header blocks; we only need to find their end
+
+# What the guard is waiting for on a connection.
+_HEADERS, _BODY, _IDLE, _OFF = range(4)
+
+
 class _GuardedProtocol(asyncio.Protocol):
-    __slots__ = ("_address", "_admitted", "_guard", "_inner", "_tail", "_timer", "_transport")
+    """Forwards everything to aiohttp's protocol, watching request boundaries for the header deadline.
+
+    Each request's headers must be complete within `header_timeout` of its first byte (of the
+    connection, for the first one). The guard follows Content-Length bodies to find where the next
+    request starts; after a WebSocket upgrade or a chunked body it stops watching that connection
+    (aiohttp's keep-alive timeout still bounds idle time between requests).
+    """
+
+    __slots__ = ("_address", "_admitted", "_guard", "_head", "_inner", "_remaining", "_state", "_timer", "_transport")
     _transport: asyncio.Transport | None
 
     def __init__(self, inner: Any, guard: ConnectionGuard) -> None:
@@ -71,7 +89,9 @@ class _GuardedProtocol(asyncio.Protocol):
         self._address = ""
         self._admitted = False
         self._timer: asyncio.TimerHandle | None = None
-        self._tail = b""
+        self._head = bytearray()
+        self._state = _HEADERS
+        self._remaining = 0
         self._transport = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -84,10 +104,20 @@ class _GuardedProtocol(asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
             return
         self._admitted = True
-        timeout = self._guard.limits.header_timeout
-        if timeout is not None:
-            self._timer = asyncio.get_running_loop().call_later(timeout, self._header_deadline)
+        self._arm()
         self._inner.connection_made(transport)
+
+    def _arm(self) -> None:
+        timeout = self._guard.limits.header_timeout
+        if timeout is None:
+            self._state = _OFF
+        else:
+            self._timer = asyncio.get_running_loop().call_later(timeout, self._header_deadline)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _header_deadline(self) -> None:
         self._timer = None
@@ -96,24 +126,53 @@ class _GuardedProtocol(asyncio.Protocol):
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self._timer is not None:
-            # Look for the blank line that ends the headers, across chunk boundaries.
-            if b"\r\n\r\n" in self._tail + data:
-                self._timer.cancel()
-                self._timer = None
-                self._tail = b""
-            else:
-                self._tail = (self._tail + data)[-3:]
+        if self._state != _OFF:
+            self._observe(data)
         self._inner.data_received(data)
+
+    def _observe(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._state == _IDLE:
+                self._state = _HEADERS
+                self._arm()
+            if self._state == _HEADERS:
+                start = max(0, len(self._head) - 3)
+                self._head += view
+                end = self._head.find(b"\r\n\r\n", start)
+                if end < 0:
+                    if len(self._head) > _MAX_HEAD:
+                        self._stop_watching()
+                    return
+                block = bytes(self._head[:end])
+                rest = bytes(self._head[end + 4 :])
+                self._head.clear()
+                self._disarm()
+                if _UPGRADE.search(block) or _CHUNKED.search(block):
+                    self._stop_watching()
+                    return
+                length = _LENGTH.search(block)
+                self._remaining = int(length.group(1)) if length else 0
+                self._state = _BODY
+                view = memoryview(rest)
+            if self._state == _BODY:
+                used = min(self._remaining, len(view))
+                self._remaining -= used
+                view = view[used:]
+                if self._remaining == 0:
+                    self._state = _IDLE
+
+    def _stop_watching(self) -> None:
+        self._disarm()
+        self._head.clear()
+        self._state = _OFF
 
     def eof_received(self) -> bool | None:
         result: bool | None = self._inner.eof_received()
         return result
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._disarm()
         if self._admitted:
             self._admitted = False
             self._guard.release(self._address)

@@ -69,6 +69,11 @@ class Metrics:
         if error_code in AUTH_ERRORS:
             self.auth_failures.labels(self.node, error_code).inc()
 
+    def observe_refusal(self, error_code: str) -> None:
+        """A WebSocket handshake was refused with this error code."""
+        if error_code in AUTH_ERRORS:
+            self.auth_failures.labels(self.node, error_code).inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

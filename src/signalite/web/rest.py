@@ -46,7 +46,10 @@ def error_response(error: ServiceError, request_id: str | None = None) -> web.Re
     """An AWS rest-json error response."""
     if request_id is None:
         request_id = str(uuid.uuid4())
-    body = orjson.dumps({"__type": error.code, "message": error.message, "Message": error.message})
+    # A message may quote client bytes that are not UTF-8 (aiohttp hands them over as surrogate
+    # escapes); show them escaped rather than fail to encode the error.
+    message = error.message.encode("utf-8", "backslashreplace").decode("utf-8")
+    body = orjson.dumps({"__type": error.code, "message": message, "Message": message})
     return web.Response(
         status=error.status,
         body=body,
@@ -96,6 +99,10 @@ class RestApi:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 raise RequestEntityTooLargeException("The request body is too large.") from None
+            except ConnectionError:
+                # The client hung up mid-body: nobody is left to answer, and it is no crash.
+                event(logging.DEBUG, "request.abandoned", request_id=request_id, path=request.path)
+                raise SerializationException("The request body ended early.") from None
             caller = await self._authenticate(request, body)
             params = _parse_body(body)
             validate_input(op, params)

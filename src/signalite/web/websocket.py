@@ -85,6 +85,8 @@ class SignalingSockets:
         self.bus: Bus = bus if bus is not None else LocalBus("local", hub)
         # What the node does with cluster-wide events (set by the app).
         self.on_event: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None
+        # Told the error code of every refused handshake (metrics count the auth failures).
+        self.on_refusal: Callable[[str], None] | None = None
         self.store = store
         self.monotonic = monotonic
         self.authorize = authorize
@@ -115,6 +117,8 @@ class SignalingSockets:
             return error_response(ServiceError(e.message, code=e.error_type, status=e.status_code))
         except ServiceError as e:
             self.refusals[e.code] += 1
+            if self.on_refusal is not None:
+                self.on_refusal(e.code)
             self.record("refused", request.query.get("X-Amz-ChannelARN"), code=e.code,
                         client_id=request.query.get("X-Amz-ClientId"))  # fmt: skip
             event(logging.DEBUG, "ws.refused", code=e.code, reason=e.message)
