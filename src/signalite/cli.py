@@ -54,6 +54,7 @@ def banner(server: Server) -> str:
                 if server.ca_path
                 else []
             ),
+            f"  console:   {url}/console/",
             "  try it:",
             "    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 \\",
             f"    aws kinesisvideo create-signaling-channel --channel-name demo --endpoint-url {url}",
