@@ -7,7 +7,9 @@ GetSignalingChannelEndpoint (by ARN, WSS + HTTPS) against a real `python -m sign
 holding 10,000 channels, over keep-alive connections (wrk), and the same figures for a trivial
 aiohttp + uvloop + orjson handler (bench/trivial_server.py) measured in the same run. The candidates
 are alternated (trivial, describe, endpoint) for several rounds; the table shows medians over the
-rounds and the ratio of each operation's median requests/s to the trivial handler's.
+rounds and the ratio of each operation's median requests/s to the trivial handler's, plus the
+server's CPU time per request (from /proc schedstat) and its ratio, which holds steadier than req/s
+when other processes share the machine, and the share of its core each server actually got.
 
 Both servers are pinned to CPU 0 and wrk to CPU 1 (`taskset`). Only 127.0.0.1 is used; every
 process started here is stopped at the end (and dies with this script if it is killed).
@@ -102,8 +104,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+NICE = 0  # --nice: scheduling priority of everything started here (negative needs root)
+
+
 def _pinned(cpu: int | None, argv: Sequence[str]) -> list[str]:
-    return ["taskset", "-c", str(cpu), *argv] if cpu is not None else list(argv)
+    prefix = ["nice", "-n", str(NICE)] if NICE else []
+    return [*prefix, "taskset", "-c", str(cpu), *argv] if cpu is not None else [*prefix, *argv]
 
 
 def _free_port() -> int:
@@ -236,8 +242,17 @@ def main() -> int:
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU for the servers (default 0)")
     parser.add_argument("--client-cpu", type=int, default=1, help="CPU for wrk (default 1)")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run servers and wrk at this nice level; e.g. -10 (as root) keeps other load on a shared "
+        "machine from taking the servers' core",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print wrk's latency table per run")
     args = parser.parse_args()
+    global NICE
+    NICE = args.nice
 
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian/Ubuntu: apt-get install -y wrk)", file=sys.stderr)
@@ -299,7 +314,8 @@ def main() -> int:
         print(
             f"warm-up {args.warmup:g} s each; then {args.rounds} rounds x {len(OPS)} candidates x "
             f"{args.duration:g} s, {args.connections} connections, "
-            + (f"servers on CPU {server_cpu}, wrk on CPU {client_cpu}" if pin else "no CPU pinning"),
+            + (f"servers on CPU {server_cpu}, wrk on CPU {client_cpu}" if pin else "no CPU pinning")
+            + (f", nice {NICE}" if NICE else ""),
             flush=True,
         )
         for op in OPS:

@@ -12,6 +12,7 @@ over pre-built checkers rather than a re-interpretation of the model on every ca
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -111,7 +112,8 @@ def _type_check(ok: Callable[[Any], bool], constraint: str) -> Checker:
 
 def _build_structure(shapes: Shapes, shape: Any) -> Checker:
     required = tuple(shape.get("required", ()))
-    members = {name: (lambda s=member["shape"]: _checker(shapes, s)) for name, member in shape["members"].items()}
+    member_shapes = {name: member["shape"] for name, member in shape["members"].items()}
+    resolved: dict[str, Checker] = {}  # filled on first use: shapes may refer to themselves
 
     def check(value: Any, path: str, out: list[Violation]) -> None:
         if not isinstance(value, dict):
@@ -123,9 +125,14 @@ def _build_structure(shapes: Shapes, shape: Any) -> Checker:
         # Unknown members are ignored, as AWS's JSON services do: newer SDKs may send members an
         # older model lacks.
         for name, member_value in value.items():
-            get = members.get(name)
-            if get is not None and member_value is not None:
-                get()(member_value, _member_path(path, name), out)
+            checker = resolved.get(name)
+            if checker is None:
+                member_shape = member_shapes.get(name)
+                if member_shape is None:
+                    continue
+                checker = resolved[name] = _checker(shapes, member_shape)
+            if member_value is not None:
+                checker(member_value, _member_path(path, name), out)
 
     return check
 
@@ -135,7 +142,10 @@ def _build_string(shape: Any) -> Checker:
     hi = shape.get("max")
     enum = frozenset(shape["enum"]) if "enum" in shape else None
     pattern_text = shape.get("pattern")
-    pattern = regex.compile(pattern_text) if pattern_text else None
+    # `re` is faster; only the tag patterns need `regex` (for \p{L}-style classes).
+    pattern: Any = None
+    if pattern_text:
+        pattern = regex.compile(pattern_text) if "\\p{" in pattern_text else re.compile(pattern_text)
 
     def check(value: Any, path: str, out: list[Violation]) -> None:
         if not isinstance(value, str):

@@ -30,4 +30,6 @@ async def open_store(settings: Any) -> ChannelStore:
 
         return await PostgresStore.open(url)
     path: Path = getattr(settings, "database_path", None) or Path(settings.data_dir) / "signalite.db"
-    return SqliteStore(path)
+    # Channels can be cached in memory only when this process is the file's one writer.
+    exclusive = getattr(settings, "workers", 1) == 1 and not getattr(settings, "redis", None)
+    return SqliteStore(path, exclusive=exclusive)

@@ -134,13 +134,28 @@ def _stream_row(s: Stream) -> tuple[Any, ...]:
 class SqliteStore:
     """`ChannelStore` over one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, exclusive: bool = False) -> None:
+        """`exclusive`: this process is the file's only writer, so channels may be cached in memory.
+
+        GetSignalingChannelEndpoint and DescribeSignalingChannel read a channel on every call; a
+        dictionary hit costs well under a microsecond where a SQLite read costs ~30. The cache is
+        emptied on every channel write made here, which is correct only while no other process
+        writes the file — not with `--workers` or several nodes sharing a data dir.
+        """
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = _connect(path)
         self.schema_version = migrate(self._writer)
         self._reader = _connect(path)
+        # A bigger page cache and memory-mapped reads keep the hot pages of the database in memory.
+        self._reader.execute("PRAGMA cache_size=-65536")
+        self._reader.execute("PRAGMA mmap_size=268435456")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._cache: dict[object, Channel] | None = {} if exclusive else None
+
+    def _forget_channels(self) -> None:
+        if self._cache is not None:
+            self._cache.clear()
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
@@ -176,17 +191,35 @@ class SqliteStore:
                 raise AlreadyExists(channel.name) from e
 
         await self._write(insert)
+        self._forget_channels()
 
     async def get_channel(self, arn: str) -> Channel | None:
+        cache = self._cache
+        if cache is not None and (hit := cache.get(arn)) is not None:
+            return hit
         row = self._reader.execute(f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE arn = ?", (arn,)).fetchone()
-        return None if row is None else _channel(row)
+        if row is None:
+            return None
+        channel = _channel(row)
+        if cache is not None:
+            cache[arn] = channel
+        return channel
 
     async def find_channel(self, account: str, region: str, name: str) -> Channel | None:
+        cache = self._cache
+        key = (account, region, name)
+        if cache is not None and (hit := cache.get(key)) is not None:
+            return hit
         row = self._reader.execute(
             f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE account = ? AND region = ? AND name = ?",
             (account, region, name),
         ).fetchone()
-        return None if row is None else _channel(row)
+        if row is None:
+            return None
+        channel = _channel(row)
+        if cache is not None:
+            cache[key] = channel
+        return channel
 
     async def list_channels(
         self, account: str, region: str, *, prefix: str | None, after: str | None, limit: int
@@ -210,7 +243,10 @@ class SqliteStore:
                 raise StreamAlreadyMapped(channel.storage_stream_arn or "") from e
             return cur.rowcount == 1
 
-        return await self._write(update)
+        try:
+            return await self._write(update)
+        finally:
+            self._forget_channels()
 
     async def delete_channel(self, arn: str, expected_version: str | None) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
@@ -220,7 +256,10 @@ class SqliteStore:
                 cur = conn.execute("DELETE FROM channels WHERE arn = ? AND version = ?", (arn, expected_version))
             return cur.rowcount == 1
 
-        return await self._write(delete)
+        try:
+            return await self._write(delete)
+        finally:
+            self._forget_channels()
 
     async def channel_for_stream(self, stream_arn: str) -> Channel | None:
         row = self._reader.execute(
@@ -309,7 +348,10 @@ class SqliteStore:
             conn.execute(f"UPDATE {table} SET tags = ? WHERE arn = ?", (orjson.dumps(tags).decode(), arn))
             return tags
 
-        return await self._write(update)
+        try:
+            return await self._write(update)
+        finally:
+            self._forget_channels()
 
     async def ping(self) -> None:
         self._reader.execute("SELECT 1").fetchone()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
 from prometheus_client import Counter as PromCounter
@@ -62,10 +63,19 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_HubCollector(node, hub, handshake_refusals))
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, operation: str, status: int, seconds: float, error_code: str | None) -> None:
-        self.requests.labels(self.node, operation, str(status)).inc()
-        self.latency.labels(self.node, operation).observe(seconds)
+        # `.labels()` costs microseconds per call (it hashes and validates the label values), so the
+        # labelled children are looked up once per (operation, status) and kept.
+        children = self._children.get((operation, status))
+        if children is None:
+            children = self._children[(operation, status)] = (
+                self.requests.labels(self.node, operation, str(status)),
+                self.latency.labels(self.node, operation),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if error_code in AUTH_ERRORS:
             self.auth_failures.labels(self.node, error_code).inc()
 

@@ -9,6 +9,7 @@ with a JSON InternalFailure — never a traceback.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -42,10 +43,24 @@ Observe = Callable[[str, int, float, str | None], None]
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
+_REQUEST_PREFIX = uuid.uuid4().hex[:20]
+_request_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A unique request id in UUID shape: a random per-process prefix and a counter.
+
+    `uuid4()` costs a getrandom() system call per request; uniqueness is all a request id needs.
+    """
+    n = next(_request_counter) & 0xFFFFFFFFFFFF
+    p = _REQUEST_PREFIX
+    return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-{n:012x}"
+
+
 def error_response(error: ServiceError, request_id: str | None = None) -> web.Response:
     """An AWS rest-json error response."""
     if request_id is None:
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
     # A message may quote client bytes that are not UTF-8 (aiohttp hands them over as surrogate
     # escapes); show them escaped rather than fail to encode the error.
     message = error.message.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -90,7 +105,7 @@ class RestApi:
         return path in self._routes
 
     async def _handle(self, request: web.Request) -> tuple[web.Response, str | None]:
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         op = self._routes.get(request.path)
         try:
             if op is None or request.method != "POST":
