@@ -44,7 +44,7 @@ def pg_url() -> Iterator[str]:
     pg.drop_database(url)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "sqlite-cached", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -52,11 +52,12 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def opener(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     """Opens a store on this test's (initially empty) database; call again to reopen it."""
-    if backend == "sqlite":
+    if backend.startswith("sqlite"):
         path = tmp_path / "signalite.db"
 
         async def open_sqlite() -> ChannelStore:
-            return SqliteStore(path)
+            # sqlite-cached: the in-memory channel cache of a process that owns the file.
+            return SqliteStore(path, exclusive=backend == "sqlite-cached")
 
         return open_sqlite
     url: str = request.getfixturevalue("pg_url")
