@@ -130,7 +130,7 @@ class RestApi:
             if e.status >= 500:
                 event(logging.WARNING, "request.failed", request_id=request_id, path=request.path, code=e.code)
             else:
-                event(logging.DEBUG, "request.refused", request_id=request_id, path=request.path, code=e.code)
+                event(logging.INFO, "request.refused", request_id=request_id, path=request.path, code=e.code)
             return error_response(e, request_id), e.code
         except StoreUnavailable:
             event(logging.WARNING, "store.unavailable", request_id=request_id, path=request.path)
