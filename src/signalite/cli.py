@@ -45,7 +45,7 @@ def banner(server: Server) -> str:
     return "\n".join(
         [
             f"signalite {__version__} listening on {url}",
-            f"  data:      {s.database_path.resolve()}",
+            f"  data:      {'PostgreSQL (--database)' if s.database else s.database_path.resolve()}",
             f"  auth mode: {mode}",
             f"  region:    {s.region} (when a request carries no SigV4 scope), account {s.account_id}",
             f"  limits:    {s.limits}",
@@ -86,6 +86,22 @@ def _pid() -> int:
     return os.getpid()
 
 
+def _without_flags(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """`argv` less the given flags, in both `--flag value` and `--flag=value` forms."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in flags:
+            skip = "=" not in arg and name != "--reuse-port"
+            continue
+        out.append(arg)
+    return out
+
+
 def _run_workers(settings: Settings, argv: list[str]) -> int:
     """`--workers N`: N `signalite serve` processes sharing the port (SO_REUSEPORT) and the bus.
 
@@ -104,10 +120,7 @@ def _run_workers(settings: Settings, argv: list[str]) -> int:
     children = []
     for i in range(settings.workers):
         env = {**os.environ, "SIGNALITE_WORKERS": "1", "SIGNALITE_REUSE_PORT": "1", "SIGNALITE_NODE_ID": f"{base}/{i}"}
-        args = [a for a in argv if not a.startswith("--workers")]
-        if "--workers" in argv:  # drop the flag's value too
-            k = argv.index("--workers")
-            args = argv[:k] + argv[k + 2 :]
+        args = _without_flags(argv, ("--workers", "--node-id", "--reuse-port"))
         children.append(subprocess.Popen([sys.executable, "-m", "signalite", *args], env=env))
     pids = " ".join(str(c.pid) for c in children)
     print(f"signalite: {settings.workers} workers on port {settings.port} (pids {pids})", flush=True)

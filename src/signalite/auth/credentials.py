@@ -48,7 +48,7 @@ def load_credentials(path: Path) -> Mapping[str, Identity]:
         raise CredentialsError(f"cannot read credentials file {path}: {type(e).__name__}") from None
     entries = data.get("credentials") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
-        raise CredentialsError(f"{path}: expected {{\"credentials\": [ ... ]}} with at least one entry")
+        raise CredentialsError(f'{path}: expected {{"credentials": [ ... ]}} with at least one entry')
     identities: dict[str, Identity] = {}
     for i, entry in enumerate(entries, start=1):
         if not isinstance(entry, dict):

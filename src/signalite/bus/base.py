@@ -33,6 +33,9 @@ class BusHandler(Protocol):
     async def on_bus_event(self, event: Mapping[str, Any]) -> None:
         """A cluster-wide event: {"type": "channel_deleted"|"channel_updated"|"reload", ...}."""
 
+    async def on_bus_reconnected(self) -> None:
+        """The bus was unreachable for a while: cluster-wide events may have been missed."""
+
     def local_presence(self) -> Sequence[tuple[ConnectionId, str, Role, str | None]]:
         """Every local connection, to re-register after the bus lost its state."""
 

@@ -40,7 +40,9 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from signalite.bus.base import BusHandler
 from signalite.log import event
@@ -99,8 +101,8 @@ if lookup == '1' then
   if holder then
     local node = string.sub(holder, 1, string.find(holder, '\\31', 1, true) - 1)
     if redis.call('EXISTS', prefix .. ':alive:' .. node) == 1 then
-      redis.call('PUBLISH', prefix .. ':to:' .. node, message)
-      return 1
+      -- No subscriber: the node died a moment ago (its alive key outlives it); keep the message.
+      if redis.call('PUBLISH', prefix .. ':to:' .. node, message) > 0 then return 1 end
     end
   end
 end
@@ -160,8 +162,15 @@ class RedisBus:
         self.url = url
         self.node_id = node_id
         self.prefix = cluster
+        # No client-side retries: a failed call falls back at once (local routing, re-claim later),
+        # and the listener's own back-off decides when to try Redis again.
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=0
+            url,
+            decode_responses=True,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=0,
+            retry=Retry(NoBackoff(), 0),
         )
         self._claim = self.redis.register_script(_CLAIM)
         self._release = self.redis.register_script(_RELEASE)
@@ -185,7 +194,7 @@ class RedisBus:
         # Wait briefly for the first subscription so early cross-node messages are not missed;
         # if Redis is down at start the node still starts and keeps retrying.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(ready), 5)
+            await asyncio.wait_for(asyncio.shield(ready), 1)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -234,9 +243,14 @@ class RedisBus:
                 await pubsub.subscribe(f"{self.prefix}:to:{self.node_id}", f"{self.prefix}:events")
                 await self._register()
                 await self._resync()
-                if not self.connected:
-                    event(logging.INFO, "bus.connected", url=_redact(self.url), node=self.node_id)
+                was_connected = self.connected
                 self.connected = True
+                if not was_connected:
+                    event(logging.INFO, "bus.connected", url=_redact(self.url), node=self.node_id)
+                    if self._handler is not None and ready.done():
+                        # Back after an outage: events published meanwhile (a channel deleted on
+                        # another node) were lost, so let the node check what it holds.
+                        await self._handler.on_bus_reconnected()
                 delay = 0.1
                 if not ready.done():
                     ready.set_result(None)
@@ -255,7 +269,7 @@ class RedisBus:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 2.0)
             except Exception:
                 logging.getLogger("signalite").exception("bus.listener_failed")
                 await asyncio.sleep(delay)

@@ -96,7 +96,7 @@ class SignalingApi:
                 answer.set_exception(ServiceError(status.get("description", ""), code=status["errorType"],
                                                   status=int(status.get("statusCode", 400))))  # fmt: skip
 
-        if not await sockets.bus.master_present(channel.arn):
+        if not (hub.has_master(channel.arn) or await sockets.bus.master_present(channel.arn)):
             raise ResourceNotFoundException("No master is connected to the signaling channel.")
         conn = Connection(sockets.new_id(), Role.VIEWER, params["SenderClientId"], channel.arn, sink=sink)
         sockets.connections[conn.id] = conn

@@ -34,7 +34,7 @@ from signalite.model.errors import (
 )
 from signalite.signaling.hub import Action, ChannelRef, Close, ConnectRefused, Forward, Hub, Role, Send
 from signalite.signaling.protocol import MessageType
-from signalite.store.base import ChannelStore
+from signalite.store.base import ChannelStore, StoreUnavailable
 from signalite.web.rest import error_response
 
 # The data plane fixes the partition to `aws` (kinesis-video-signaling model, WebSocket docs).
@@ -62,6 +62,9 @@ class Connection:
     sink: Callable[[str], None] | None = None
     # A close started by the server (displaced, idle, GO_AWAY...), finished by the handler's task.
     closing: asyncio.Task[None] | None = None
+    # Frames that arrive (from other nodes) while the connection is joining, before its socket is
+    # ready and its buffered frames are sent; None once they have been flushed.
+    early: list[Action] | None = None
 
 
 Authorize = Callable[[web.Request, str, Role], Awaitable[str]]
@@ -109,7 +112,18 @@ class SignalingSockets:
         """Serve one ConnectAsMaster / ConnectAsViewer request."""
         try:
             conn, channel = await self._admit(request)
-            actions = await self.join(conn, channel)
+            # Known before the cluster-wide claim: other nodes may route to it the moment it is
+            # claimed; such frames wait in `early` until the buffered ones have gone out.
+            conn.early = []
+            self.connections[conn.id] = conn
+            try:
+                actions = await self.join(conn, channel)
+            except BaseException:
+                self.connections.pop(conn.id, None)
+                raise
+        except StoreUnavailable:
+            self.refusals["ServiceUnavailableException"] += 1
+            return error_response(ServiceUnavailableException("The database is unavailable; retry shortly."))
         except ConnectRefused as e:
             self.refusals[e.error_type] += 1
             self.record("refused", request.query.get("X-Amz-ChannelARN"), code=e.error_type,
@@ -134,7 +148,6 @@ class SignalingSockets:
             # Let the transport buffer past our own cut-off, so it never pauses (which would make
             # send() wait for this one slow reader); we disconnect it at max_send_buffer instead.
             conn.transport.set_write_buffer_limits(high=self.max_send_buffer * 4)
-        self.connections[conn.id] = conn
         try:
             await ws.prepare(request)
         except BaseException:
@@ -143,7 +156,9 @@ class SignalingSockets:
         event(logging.INFO, "ws.connected", channel=conn.channel_arn, role=conn.role, client_id=conn.client_id)
         self.record("connected", conn.channel_arn, role=conn.role.value, client_id=conn.client_id)
         try:
-            await self.perform(actions)
+            await self.perform(actions, flushing=True)  # the buffered frames first, in order
+            early, conn.early = conn.early, None
+            await self.perform(early or ())
             await self._read_loop(conn, ws)
             if conn.closing is not None:
                 # The close frame is written only after our receive() returns; wait for it, or
@@ -217,8 +232,8 @@ class SignalingSockets:
             else:  # CLOSE, CLOSING, CLOSED, ERROR
                 return
 
-    async def perform(self, actions: Iterable[Action]) -> None:
-        """Carry out the hub's decisions."""
+    async def perform(self, actions: Iterable[Action], *, flushing: bool = False) -> None:
+        """Carry out the hub's decisions (`flushing`: a joining connection's first frames)."""
         for action in actions:
             if isinstance(action, Forward):
                 await self.bus.forward(action)
@@ -227,6 +242,9 @@ class SignalingSockets:
             if conn is None:
                 continue
             if isinstance(action, Send):
+                if conn.early is not None and not flushing:
+                    conn.early.append(action)
+                    continue
                 if conn.sink is not None:
                     conn.sink(action.frame)
                     continue
@@ -308,6 +326,16 @@ class SignalingSockets:
     async def on_bus_event(self, event_: Mapping[str, Any]) -> None:
         if self.on_event is not None:
             await self.on_event(event_)
+
+    async def on_bus_reconnected(self) -> None:
+        # Close the clients of channels deleted elsewhere while the bus was down.
+        for arn in {arn for _, arn, _, _ in self.hub.presence()}:
+            try:
+                channel = await self.store.get_channel(arn)
+            except StoreUnavailable:
+                return
+            if channel is None:
+                await self.close_channel(arn)
 
     def local_presence(self) -> list[tuple[int, str, Role, str | None]]:
         return self.hub.presence()
