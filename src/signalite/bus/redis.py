@@ -163,19 +163,27 @@ class RedisBus:
         self.node_id = node_id
         self.prefix = cluster
         # No client-side retries: a failed call falls back at once (local routing, re-claim later),
-        # and the listener's own back-off decides when to try Redis again.
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            health_check_interval=0,
-            retry=Retry(NoBackoff(), 0),
-        )
+        # and the listener's own back-off decides when to try Redis again. A blocking pool makes a
+        # burst of connects wait for a connection instead of failing past the pool's size.
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": 2.0,
+            "socket_connect_timeout": 2.0,
+            "health_check_interval": 0,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5, **options)
+        self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        # Heartbeats and sweeps on their own connection, so a busy data path can never delay them
+        # past the liveness window (the node would be declared dead while serving).
+        self._control: aioredis.Redis = aioredis.Redis.from_url(url, **options)
         self._claim = self.redis.register_script(_CLAIM)
         self._release = self.redis.register_script(_RELEASE)
         self._route = self.redis.register_script(_ROUTE)
-        self._sweep = self.redis.register_script(_SWEEP)
+        self._sweep = self._control.register_script(_SWEEP)
+        # Forwards are queued and written by one task, many per round trip (pipelined), in order.
+        self._outbox: list[tuple[Forward, asyncio.Future[None]]] = []
+        self._outbox_ready = asyncio.Event()
         self._handler: BusHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = False
@@ -190,6 +198,7 @@ class RedisBus:
         self._tasks = [
             asyncio.create_task(self._listen(ready), name="bus-listen"),
             asyncio.create_task(self._heartbeat(), name="bus-heartbeat"),
+            asyncio.create_task(self._write_forwards(), name="bus-forward"),
         ]
         # Wait briefly for the first subscription so early cross-node messages are not missed;
         # if Redis is down at start the node still starts and keeps retrying.
@@ -202,37 +211,51 @@ class RedisBus:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for _, done in self._outbox:  # nobody will write these any more
+            if not done.done():
+                done.set_result(None)
+        self._outbox.clear()
         with contextlib.suppress(RedisError, OSError):
             await self._sweep(
                 keys=[f"{self.prefix}:nodes"], args=[self.prefix, self._now_ms(), DEAD_AFTER_MS, self.node_id]
             )
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            await self._control.aclose()
         self._handler = None
 
     @staticmethod
     def _now_ms() -> int:
         return int(time.time() * 1000)
 
-    async def _register(self) -> None:
+    async def _register(self) -> bool:
+        """Refresh this node's registry entry; False if it had been removed (we were taken for dead)."""
         p = self.prefix
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._control.pipeline(transaction=False) as pipe:
+            pipe.hexists(f"{p}:nodes", self.node_id)
             pipe.set(f"{p}:alive:{self.node_id}", "1", px=DEAD_AFTER_MS)
             pipe.hset(f"{p}:nodes", self.node_id, self._now_ms())
-            await pipe.execute()
+            known, *_ = await pipe.execute()
+        return bool(known)
 
     async def _heartbeat(self) -> None:
         while True:
             try:
-                await self._register()
+                if not await self._register() and self.connected:
+                    # Another node swept us (a stall longer than the liveness window): our presence
+                    # is gone from Redis although our clients are still here, so claim it again.
+                    event(logging.WARNING, "bus.reregistered", node=self.node_id)
+                    await self._resync()
                 gone = await self._sweep(
                     keys=[f"{self.prefix}:nodes"], args=[self.prefix, self._now_ms(), DEAD_AFTER_MS, ""]
                 )
                 if gone:
                     event(logging.WARNING, "bus.nodes_dead", nodes=",".join(gone))
-                self.live_nodes = sorted(str(n) for n in await self.redis.hkeys(f"{self.prefix}:nodes"))
+                self.live_nodes = sorted(str(n) for n in await self._control.hkeys(f"{self.prefix}:nodes"))
             except (RedisError, OSError) as e:
-                event(logging.DEBUG, "bus.heartbeat_failed", error=type(e).__name__)
+                level = logging.WARNING if self.connected else logging.DEBUG
+                event(level, "bus.heartbeat_failed", error=type(e).__name__)
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def _listen(self, ready: asyncio.Future[None]) -> None:
@@ -254,10 +277,10 @@ class RedisBus:
                 delay = 0.1
                 if not ready.done():
                     ready.set_result(None)
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
                         await self._on_message(message["channel"], message["data"])
+                raise ConnectionError("subscription ended")
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -365,13 +388,40 @@ class RedisBus:
     # -- delivery --------------------------------------------------------------------------------
 
     async def forward(self, forward: Forward) -> None:
-        try:
-            await self._run_route(forward, lookup=True)
-        except (RedisError, OSError) as e:
-            self.lost_messages += 1
-            event(logging.WARNING, "bus.forward_failed", error=type(e).__name__, channel=forward.channel_arn)
+        # Wait until the batch holding this message is written: a connection's messages then reach
+        # Redis in the order it sent them, before its next frame is read (and the queue is bounded
+        # by the number of connections). Many connections share each round trip.
+        done = asyncio.get_running_loop().create_future()
+        self._outbox.append((forward, done))
+        self._outbox_ready.set()
+        await done
 
-    async def _run_route(self, f: Forward, *, lookup: bool) -> None:
+    async def _write_forwards(self) -> None:
+        """Send queued forwards, everything queued so far in one pipelined round trip, in order."""
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            batch, self._outbox = self._outbox, []
+            if not batch:
+                continue
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for forward, _ in batch:
+                        await self._run_route(forward, lookup=True, client=pipe)
+                    await pipe.execute()
+            except (RedisError, OSError) as e:
+                self.lost_messages += len(batch)
+                event(logging.WARNING, "bus.forward_failed", error=type(e).__name__, messages=len(batch))
+            except Exception:
+                # Never let this task die: every later forward would wait for it forever.
+                self.lost_messages += len(batch)
+                logging.getLogger("signalite").exception("bus.forward_crashed")
+            finally:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _run_route(self, f: Forward, *, lookup: bool, client: Any = None) -> None:
         p = self.prefix
         field = _field(f.recipient)
         recipient = f.recipient or ""
@@ -382,6 +432,7 @@ class RedisBus:
         await self._route(
             keys=[f"{p}:presence:{f.channel_arn}", f"{p}:buf:{f.channel_arn}:{field}"],
             args=[field, p, message, entry, f.message_type.value, sender, BUFFER_CAP, ttl_ms, "1" if lookup else "0"],
+            client=client,
         )
 
     async def publish_event(self, event_: Mapping[str, Any]) -> None:

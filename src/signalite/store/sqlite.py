@@ -87,9 +87,15 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply the migrations this database has not seen yet; return the schema version."""
-    (current,) = conn.execute("PRAGMA user_version").fetchone()
-    for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+    while True:
         conn.execute("BEGIN IMMEDIATE")
+        # Read the version under the write lock: several processes (--workers) may start at once,
+        # and only one of them may apply a given migration.
+        (current,) = conn.execute("PRAGMA user_version").fetchone()
+        if current >= len(MIGRATIONS):
+            conn.execute("COMMIT")
+            return len(MIGRATIONS)
+        number, script = current + 1, MIGRATIONS[current]
         try:
             for statement in filter(str.strip, script.split(";")):
                 conn.execute(statement)
@@ -98,7 +104,6 @@ def migrate(conn: sqlite3.Connection) -> int:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    return len(MIGRATIONS)
 
 
 def _channel(row: Sequence[Any]) -> Channel:
