@@ -76,7 +76,7 @@ class Server:
         self.started_at = 0.0
         self.draining = False
         self.ca_path: str | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._site: GuardedSite | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -115,13 +115,17 @@ class Server:
         self.sockets.on_event = self._on_cluster_event
         await self.bus.start(self.sockets)
         self.started_at = self.clock()
-        self._runner = web.AppRunner(
-            self._build_app(),
+        self._build_app()
+        # aiohttp's low-level server: every request comes to _handle_request, with no router or
+        # middleware in between (one dispatch on method and path is all signalite needs).
+        server = web.Server(
+            self._handle_request,
+            request_factory=self._make_request,
             access_log=None,
-            handle_signals=False,
             max_line_size=8190,  # request line and each header line
             max_field_size=8190,
         )
+        self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         off = self.settings.limits == "off"
         self.guard = ConnectionGuard(
@@ -195,7 +199,19 @@ class Server:
 
     # -- the application -----------------------------------------------------------------------
 
-    def _build_app(self) -> web.Application:
+    def _make_request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, asyncio.get_running_loop(),
+            client_max_size=self.settings.max_body_bytes,
+        )  # fmt: skip
+
+    async def _handle_request(self, request: web.BaseRequest) -> web.StreamResponse:
+        response = await self._dispatch(request)
+        if not response.prepared:
+            self._date_header(response)
+        return response
+
+    def _build_app(self) -> None:
         s = self.settings
         endpoints = Endpoints(wss=s.wss_url, https=s.base_url, webrtc=s.base_url)
         control_plane = ControlPlane(self.store, endpoints, Quotas(max_channels=s.max_channels), self, self.clock)
@@ -210,10 +226,6 @@ class Server:
             self.metrics.observe_request,
         )
         self.console = Console(self)
-        app = web.Application(client_max_size=s.max_body_bytes)
-        app.on_response_prepare.append(self._date_header)
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        return app
 
     # ChannelEvents: the control plane tells the data plane about changes.
     # Cluster-wide: published on the bus, applied by every node (this one included) in _on_cluster_event.
@@ -243,7 +255,7 @@ class Server:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
         if method == "POST":
             response = await self.rest.handle(request)
@@ -267,7 +279,7 @@ class Server:
             _add_cors(request, response)
         return response
 
-    async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
+    def _date_header(self, response: web.StreamResponse) -> None:
         # Date from the injected clock (the same time SigV4 checks use), cached per second. The KVS
         # C SDK corrects its clock skew from this header.
         second = int(self.clock())
@@ -309,7 +321,7 @@ def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
-def _preflight(request: web.Request) -> web.Response:
+def _preflight(request: web.BaseRequest) -> web.Response:
     headers = {
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
         "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", CORS_ALLOWED_HEADERS),
@@ -318,7 +330,7 @@ def _preflight(request: web.Request) -> web.Response:
     return web.Response(status=200, headers=headers)
 
 
-def _add_cors(request: web.Request, response: web.StreamResponse) -> None:
+def _add_cors(request: web.BaseRequest, response: web.StreamResponse) -> None:
     response.headers["Access-Control-Allow-Origin"] = request.headers["Origin"]
     response.headers["Vary"] = "Origin"
     response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS

@@ -7,6 +7,7 @@ secret or a message payload, because call sites never hand them over.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -21,9 +22,12 @@ def event(level: int, name: str, **fields: Any) -> None:
         LOGGER.log(level, name, extra={"fields": fields})
 
 
+_NEEDS_QUOTES = re.compile(r'[ ="\\]')
+
+
 def _quote(value: Any) -> str:
-    text = str(value)
-    if text == "" or any(c in text for c in ' ="'):
+    text = value if type(value) is str else str(value)
+    if text == "" or _NEEDS_QUOTES.search(text):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
 
@@ -31,8 +35,14 @@ def _quote(value: Any) -> str:
 class TextFormatter(logging.Formatter):
     """`ts=... level=info event=channel.created arn=...`."""
 
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        second = int(record.created)
+        if second != self._second:  # strftime once a second, not once a line
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        ts = f"{self._stamp}.{int(record.msecs):03d}Z"
         parts = [f"ts={ts}", f"level={record.levelname.lower()}", f"event={_quote(record.getMessage())}"]
         for key, value in getattr(record, "fields", {}).items():
             parts.append(f"{key}={_quote(value)}")

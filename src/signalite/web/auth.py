@@ -41,7 +41,7 @@ class Caller:
     access_key_id: str | None = None
 
 
-def request_parts(request: web.Request, body: bytes) -> RequestParts:
+def request_parts(request: web.BaseRequest, body: bytes) -> RequestParts:
     """The parts of an aiohttp request that SigV4 signs, exactly as received."""
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
@@ -90,7 +90,7 @@ class Gatekeeper:
 
     # -- REST ------------------------------------------------------------------------------------
 
-    async def authenticate(self, request: web.Request, body: bytes) -> Caller:
+    async def authenticate(self, request: web.BaseRequest, body: bytes) -> Caller:
         if self.identities is None:
             # Open mode: only the region is needed, so read it from the credential scope directly
             # instead of assembling every signed part of the request.
@@ -145,7 +145,7 @@ class Gatekeeper:
 
     # -- WebSocket ---------------------------------------------------------------------------------
 
-    async def authorize_connect(self, request: web.Request, arn: str, role: Role) -> str:
+    async def authorize_connect(self, request: web.BaseRequest, arn: str, role: Role) -> str:
         """Check a ConnectAsMaster/ConnectAsViewer handshake; return the caller's account."""
         if self.identities is None:
             return self.default_account

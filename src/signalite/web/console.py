@@ -121,7 +121,7 @@ class Console:
         self.files = scan_static(static_dir)
         self.live_feeds = 0  # open live-view streams
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405, text="method not allowed\n", headers={"Allow": "GET, HEAD"})
@@ -138,7 +138,7 @@ class Console:
 
     # -- static files ----------------------------------------------------------------------------
 
-    def static(self, rel: str, request: web.Request) -> web.StreamResponse:
+    def static(self, rel: str, request: web.BaseRequest) -> web.StreamResponse:
         # Only an exact name from the scanned set is served: "..", "%2e%2e", "a/../b", "\\" never match.
         found = self.files.get(rel)
         if found is None or "\\" in rel or "\x00" in rel:
@@ -170,7 +170,7 @@ class Console:
 
     # -- live view -------------------------------------------------------------------------------
 
-    async def live(self, request: web.Request) -> web.StreamResponse:
+    async def live(self, request: web.BaseRequest) -> web.StreamResponse:
         arn = request.query.get("channel", "")
         parsed = parse_arn(arn)
         request_id = str(uuid.uuid4())
@@ -216,7 +216,7 @@ class Console:
             await response.write_eof()
         return response
 
-    def authorize_live(self, request: web.Request, arn: str) -> None:
+    def authorize_live(self, request: web.BaseRequest, arn: str) -> None:
         """Strict mode: a valid presigned URL whose key may DescribeSignalingChannel on `arn`."""
         gatekeeper = self.server.gatekeeper
         identities = gatekeeper.identities

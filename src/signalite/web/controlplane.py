@@ -32,7 +32,7 @@ class ControlPlane:
         self.clock = clock
 
     async def __call__(
-        self, request: web.Request, op: Operation, caller: Caller, params: dict[str, Any]
+        self, request: web.BaseRequest, op: Operation, caller: Caller, params: dict[str, Any]
     ) -> Mapping[str, Any]:
         fn = OPERATIONS.get(op.name)
         if fn is None:

@@ -62,9 +62,11 @@ class ConnectionGuard:
             del self.per_address[address]
 
 
-_UPGRADE = re.compile(rb"(?im)^upgrade:[ \t]*websocket")
-_CHUNKED = re.compile(rb"(?im)^transfer-encoding:[^\r\n]*chunked")
-_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,12})")
+# One pass over a header block finds what decides where the request ends.
+_FRAMING = re.compile(
+    rb"(?im)^(?:(?P<upgrade>upgrade:[ \t]*websocket)|(?P<chunked>transfer-encoding:[^\r\n]*chunked)"
+    rb"|content-length:[ \t]*(?P<length>[0-9]{1,12}))"
+)
 _MAX_HEAD = 64 * 1024  # aiohttp refuses far smaller header blocks; we only need to find their end
 
 # What the guard is waiting for on a connection.
@@ -137,22 +139,32 @@ class _GuardedProtocol(asyncio.Protocol):
                 self._state = _HEADERS
                 self._arm()
             if self._state == _HEADERS:
-                start = max(0, len(self._head) - 3)
-                self._head += view
-                end = self._head.find(b"\r\n\r\n", start)
-                if end < 0:
-                    if len(self._head) > _MAX_HEAD:
-                        self._stop_watching()
-                    return
-                block = bytes(self._head[:end])
-                rest = bytes(self._head[end + 4 :])
-                self._head.clear()
+                if not self._head:
+                    # The usual case: the whole header block arrives in one read; no copying.
+                    chunk = bytes(view)
+                    end = chunk.find(b"\r\n\r\n")
+                    if end < 0:
+                        self._head += chunk
+                        return
+                    block, rest = chunk[:end], chunk[end + 4 :]
+                else:
+                    start = max(0, len(self._head) - 3)
+                    self._head += view
+                    end = self._head.find(b"\r\n\r\n", start)
+                    if end < 0:
+                        if len(self._head) > _MAX_HEAD:
+                            self._stop_watching()
+                        return
+                    block, rest = bytes(self._head[:end]), bytes(self._head[end + 4 :])
+                    self._head.clear()
                 self._disarm()
-                if _UPGRADE.search(block) or _CHUNKED.search(block):
-                    self._stop_watching()
-                    return
-                length = _LENGTH.search(block)
-                self._remaining = int(length.group(1)) if length else 0
+                length = 0
+                for match in _FRAMING.finditer(block):
+                    if match.group("length") is None:  # an upgrade or a chunked body: stop here
+                        self._stop_watching()
+                        return
+                    length = int(match.group("length"))
+                self._remaining = length
                 self._state = _BODY
                 view = memoryview(rest)
             if self._state == _BODY:

@@ -34,8 +34,8 @@ from signalite.model.validate import validate_input
 from signalite.store.base import StoreUnavailable
 from signalite.web.auth import Caller
 
-Handler = Callable[[web.Request, Operation, Caller, dict[str, Any]], Awaitable[Mapping[str, Any]]]
-Authenticate = Callable[[web.Request, bytes], Awaitable[Caller]]
+Handler = Callable[[web.BaseRequest, Operation, Caller, dict[str, Any]], Awaitable[Mapping[str, Any]]]
+Authenticate = Callable[[web.BaseRequest, bytes], Awaitable[Caller]]
 Authorize = Callable[[Operation, Caller, Mapping[str, Any]], Awaitable[None]]
 # (operation or "unknown", HTTP status, seconds, error code or None): for metrics.
 Observe = Callable[[str, int, float, str | None], None]
@@ -93,7 +93,7 @@ class RestApi:
         self._authorize = authorize
         self._observe = observe
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         response, code = await self._handle(request)
         if self._observe is not None:
@@ -104,7 +104,7 @@ class RestApi:
     def knows(self, path: str) -> bool:
         return path in self._routes
 
-    async def _handle(self, request: web.Request) -> tuple[web.Response, str | None]:
+    async def _handle(self, request: web.BaseRequest) -> tuple[web.Response, str | None]:
         request_id = new_request_id()
         op = self._routes.get(request.path)
         try:

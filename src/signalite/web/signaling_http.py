@@ -53,7 +53,7 @@ class SignalingApi:
         self.answer_timeout = answer_timeout
 
     async def __call__(
-        self, request: web.Request, op: Operation, caller: Caller, params: dict[str, Any]
+        self, request: web.BaseRequest, op: Operation, caller: Caller, params: dict[str, Any]
     ) -> Mapping[str, Any]:
         channel = await self._channel(caller, params["ChannelARN"])
         if op.name == "GetIceServerConfig":

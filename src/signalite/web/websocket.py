@@ -41,7 +41,12 @@ from signalite.web.rest import error_response
 _CHANNEL_ARN = re.compile(r"arn:aws:kinesisvideo:[a-z0-9-]+:[0-9]+:channel/[a-zA-Z0-9_.-]+/[0-9]+")
 _CLIENT_ID = re.compile(r"[a-zA-Z0-9_.-]{1,256}")
 
-_CONTROL_PREFIX = '{"messageType":"'
+# Server-originated frames the console's event log records (deliveries start otherwise).
+_CONTROL_FRAMES = (
+    '{"messageType":"STATUS_RESPONSE"',
+    '{"messageType":"GO_AWAY"',
+    '{"messageType":"RECONNECT_ICE_SERVER"',
+)
 
 # Inbound frames are small JSON objects (payload <= 10 KiB); anything far larger is hostile.
 MAX_FRAME_BYTES = 64 * 1024
@@ -65,9 +70,11 @@ class Connection:
     # Frames that arrive (from other nodes) while the connection is joining, before its socket is
     # ready and its buffered frames are sent; None once they have been flushed.
     early: list[Action] | None = None
+    # Encoded frames waiting for this loop iteration's write (see SignalingSockets._queue).
+    outgoing: list[bytes] | None = None
 
 
-Authorize = Callable[[web.Request, str, Role], Awaitable[str]]
+Authorize = Callable[[web.BaseRequest, str, Role], Awaitable[str]]
 
 
 class SignalingSockets:
@@ -108,7 +115,7 @@ class SignalingSockets:
 
     # -- handshake -------------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one ConnectAsMaster / ConnectAsViewer request."""
         try:
             conn, channel = await self._admit(request)
@@ -189,7 +196,7 @@ class SignalingSockets:
             actions.extend(self.hub.deliver_buffered(conn.id, buffered))
         return actions
 
-    async def _admit(self, request: web.Request) -> tuple[Connection, ChannelRef]:
+    async def _admit(self, request: web.BaseRequest) -> tuple[Connection, ChannelRef]:
         if not self.accepting:
             raise ServiceUnavailableException("The server is shutting down; connect to another node.")
         query = request.query
@@ -248,26 +255,54 @@ class SignalingSockets:
                 if conn.sink is not None:
                     conn.sink(action.frame)
                     continue
-                if action.frame.startswith(_CONTROL_PREFIX):
+                if action.frame.startswith(_CONTROL_FRAMES):
                     self._record_control(conn, action.frame)
-                ws = conn.ws
-                transport = conn.transport
-                if ws is None or ws.closed or transport is None or transport.is_closing():
-                    continue
-                if transport.get_write_buffer_size() > self.max_send_buffer:  # type: ignore[attr-defined]
-                    self.record("slow_consumer", conn.channel_arn, role=conn.role.value, client_id=conn.client_id)
-                    event(logging.WARNING, "ws.slow_consumer", channel=conn.channel_arn,
-                          client_id=conn.client_id)  # fmt: skip
-                    self._close(conn, 1008, "send queue full")
-                    continue
-                try:
-                    await ws.send_str(action.frame)
-                except ConnectionError:
-                    continue
+                self._queue(conn, action.frame)
             elif isinstance(action, Close):
                 self.record("closed", conn.channel_arn, role=conn.role.value, client_id=conn.client_id,
                             reason=action.reason)  # fmt: skip
                 self._close(conn, action.code, action.reason)
+
+    def _queue(self, conn: Connection, frame: str) -> None:
+        """Queue a text frame for `conn`; all frames queued in one loop iteration leave in one write.
+
+        aiohttp's send_str() makes one send() system call per frame, which on loopback costs more
+        than everything else the relay does. Frames are built here instead (server frames are
+        unmasked, and no extension is negotiated) and written together from a call_soon, so a busy
+        connection gets one system call per batch. Anything aiohttp itself writes (pong, close)
+        comes between whole frames: `_close` flushes what is queued before the close frame.
+        """
+        ws = conn.ws
+        transport = conn.transport
+        if ws is None or ws.closed or transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > self.max_send_buffer:  # type: ignore[attr-defined]
+            self.record("slow_consumer", conn.channel_arn, role=conn.role.value, client_id=conn.client_id)
+            event(logging.WARNING, "ws.slow_consumer", channel=conn.channel_arn, client_id=conn.client_id)
+            self._close(conn, 1008, "send queue full")
+            return
+        data = frame.encode()
+        n = len(data)
+        if n < 126:
+            header = bytes((0x81, n))
+        elif n < 65536:
+            header = b"\x81\x7e" + n.to_bytes(2, "big")
+        else:
+            header = b"\x81\x7f" + n.to_bytes(8, "big")
+        queued = conn.outgoing
+        if queued is None:
+            conn.outgoing = [header, data]
+            asyncio.get_running_loop().call_soon(self._flush, conn)
+        else:
+            queued.append(header)
+            queued.append(data)
+
+    @staticmethod
+    def _flush(conn: Connection) -> None:
+        queued, conn.outgoing = conn.outgoing, None
+        transport = conn.transport
+        if queued and transport is not None and not transport.is_closing():
+            transport.write(b"".join(queued))  # type: ignore[attr-defined]
 
     def record(self, kind: str, channel: str | None, **fields: Any) -> None:
         """Remember a signaling event for the console (kind: connected, disconnected, refused, ...)."""
@@ -286,6 +321,7 @@ class SignalingSockets:
             self.record("reconnect_ice_server", conn.channel_arn, role=conn.role.value, client_id=conn.client_id)
 
     def _close(self, conn: Connection, code: int, reason: str) -> None:
+        self._flush(conn)  # frames queued before the close go out before it
         self._forget(conn)
         if conn.ws is None or conn.ws.closed:
             return
