@@ -19,7 +19,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -54,19 +54,25 @@ MAX_FRAME_BYTES = 64 * 1024
 CLOSE_GOING_AWAY = 1001
 
 
-def _query(request: web.BaseRequest) -> dict[str, str]:
-    """The handshake's query parameters (first value of each).
+_WANTED = ("X-Amz-ChannelARN", "X-Amz-ClientId")
 
-    Parsed from the raw request target rather than `request.query`, which caches a yarl URL and a
-    MultiDict on the request for the whole life of the socket: ~1 KiB per idle connection.
+
+def _query(request: web.BaseRequest) -> dict[str, str]:
+    """The two handshake parameters signalite reads (first value of each).
+
+    Read from the raw request target rather than `request.query`, which caches a yarl URL and a
+    MultiDict on the request for the whole life of the socket (~1 KiB per idle connection), and
+    without decoding the seven SigV4 parameters only the signature check needs.
     """
     target = request.raw_path
     mark = target.find("?")
-    if mark < 0:
-        return {}
     params: dict[str, str] = {}
-    for key, value in parse_qsl(target[mark + 1 :], keep_blank_values=True):
-        params.setdefault(key, value)
+    if mark < 0:
+        return params
+    for pair in target[mark + 1 :].split("&"):
+        key, _, value = pair.partition("=")
+        if key in _WANTED and key not in params:
+            params[key] = unquote_plus(value)
     return params
 
 
@@ -179,7 +185,9 @@ class SignalingSockets:
         except BaseException:
             self._forget(conn)
             raise
-        event(logging.INFO, "ws.connected", channel=conn.channel_arn, role=conn.role, client_id=conn.client_id)
+        # Per-connection lines are debug-level: at thousands of connects a second they would be most
+        # of the log (the console's event log and /metrics count them anyway).
+        event(logging.DEBUG, "ws.connected", channel=conn.channel_arn, role=conn.role, client_id=conn.client_id)
         self.record("connected", conn.channel_arn, role=conn.role.value, client_id=conn.client_id)
         try:
             await self.perform(actions, flushing=True)  # the buffered frames first, in order
@@ -194,7 +202,7 @@ class SignalingSockets:
             self._forget(conn)
             self.record("disconnected", conn.channel_arn, role=conn.role.value, client_id=conn.client_id,
                         close_code=ws.close_code)  # fmt: skip
-            event(logging.INFO, "ws.disconnected", channel=conn.channel_arn, role=conn.role,
+            event(logging.DEBUG, "ws.disconnected", channel=conn.channel_arn, role=conn.role,
                   client_id=conn.client_id, close_code=ws.close_code)  # fmt: skip
         return ws
 
