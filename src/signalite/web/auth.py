@@ -47,8 +47,10 @@ def request_parts(request: web.BaseRequest, body: bytes) -> RequestParts:
     for name, value in request.headers.items():
         key = name.lower()
         headers[key] = f"{headers[key]},{value}" if key in headers else value
-    path = request.raw_path.split("?", 1)[0]
-    return RequestParts(request.method, path, request.rel_url.raw_query_string, headers, body)
+    # The raw request target, split by hand: exactly the bytes the client signed, and no yarl URL
+    # built (and cached on the request) for it.
+    path, _, query = request.raw_path.partition("?")
+    return RequestParts(request.method, path, query, headers, body)
 
 
 # `Credential=<key>/<yyyymmdd>/<region>/` in an Authorization header: the region, as the SigV4 parser
