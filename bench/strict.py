@@ -362,6 +362,7 @@ def probe_serve(argv: list[str]) -> int:
     Gatekeeper.authenticate (REST) and Gatekeeper.authorize_connect (WebSocket handshake) are wrapped
     to add up their calls and the event-loop thread's CPU time (thread_time_ns: preemption by other
     processes is not counted). Neither awaits anything in this version, so the time is theirs alone.
+    The garbage collector's collections and CPU time are added up as "gc".
     Each byte written to the FIFO $STRICT_BENCH_PROBE.fifo makes a thread write the totals, with a
     sequence number, to $STRICT_BENCH_PROBE (a thread, because a Python signal handler would wait
     for the event loop to run Python code, which an idle server does not).
@@ -390,6 +391,22 @@ def probe_serve(argv: list[str]) -> int:
 
     for name in PROBED:
         setattr(Gatekeeper, name, timed(name, getattr(Gatekeeper, name)))
+
+    # The cyclic garbage collector's time too: allocation-heavy code makes it run more often, and
+    # whichever allocation happens to trigger a collection pays for it.
+    import gc
+
+    gc_total = totals.setdefault("gc", [0, 0])
+    gc_started = [0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.thread_time_ns()
+        else:
+            gc_total[0] += 1
+            gc_total[1] += time.thread_time_ns() - gc_started[0]
+
+    gc.callbacks.append(on_gc)
 
     def serve_dumps() -> None:
         seq = 0
@@ -681,6 +698,17 @@ def _probe_us(rs: Sequence[Run], workload: str) -> float:
     return _med(per_run)
 
 
+def _gc_us(rs: Sequence[Run], workload: str) -> float:
+    """Median over runs of the garbage collector's CPU us per operation inside the server (--probe)."""
+    name = "authorize_connect" if workload == "connect" else "authenticate"
+    per_run = [
+        r.extra["probe"]["gc"][1] / 1000 / r.extra["probe"][name][0]
+        for r in rs
+        if r.extra.get("probe", {}).get(name, [0])[0] and "gc" in r.extra["probe"]
+    ]
+    return _med(per_run)
+
+
 def _pct(v: float) -> str:
     return "-" if v != v else f"{v:.1%}"
 
@@ -759,6 +787,10 @@ def report(
                     extra = f" (+{p - base_probe:.1f} = {share} of its CPU us/op)"
                 cells.append(f"{n} {p:.1f}{extra}")
             print(f"  {WORKLOAD_LABELS[w]:<34} " + "; ".join(cells))
+        print("The garbage collector's CPU time per operation (its share of the same runs), us:")
+        for w in workloads:
+            gcs = [f"{n} {_gc_us([r for r in runs if r.workload == w and r.candidate == n], w):.1f}" for n in names]
+            print(f"  {WORKLOAD_LABELS[w]:<34} " + "; ".join(gcs))
     if micro_us:
         print()
         print("In-process, the auth layer alone (Gatekeeper on mocked requests, best of 5 x 3000 calls), us per call:")
