@@ -132,11 +132,28 @@ def _own_arn(ctx: RequestContext, arn: str, kind: str) -> bool:
     return parsed is not None and parsed.kind == kind and parsed.account == ctx.account and parsed.region == ctx.region
 
 
-async def _channel_by_arn(ctx: RequestContext, arn: str) -> Channel:
-    channel = await ctx.store.get_channel(arn) if _own_arn(ctx, arn, "channel") else None
-    if channel is None:
+async def active_channel(store: ChannelStore, arn: str, *, account: str, region: str | None = None) -> Channel:
+    """The ACTIVE channel `arn` of `account` (and `region`, when given), or ResourceNotFoundException.
+
+    Every surface looks channels up through this: the control plane, the signaling HTTPS API and
+    the WebSocket handshake, so "not found" means the same thing everywhere.
+    """
+    parsed = parse_arn(arn)
+    channel = None
+    if (
+        parsed is not None
+        and parsed.kind == "channel"
+        and parsed.account == account
+        and (region is None or parsed.region == region)
+    ):
+        channel = await store.get_channel(arn)
+    if channel is None or channel.status != "ACTIVE":
         raise ResourceNotFoundException("The requested channel is not found or not active.")
     return channel
+
+
+async def _channel_by_arn(ctx: RequestContext, arn: str) -> Channel:
+    return await active_channel(ctx.store, arn, account=ctx.account, region=ctx.region)
 
 
 async def _channel(ctx: RequestContext, params: Params) -> Channel:

@@ -44,6 +44,7 @@ comparisons each, no allocation unless something is due), which stays in the low
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -76,6 +77,7 @@ __all__ = [
     "Role",
     "Send",
     "SignalingLimits",
+    "connect_role",
 ]
 
 ConnectionId: TypeAlias = int
@@ -191,6 +193,27 @@ class Forward:
 
 
 Action: TypeAlias = Send | Close | Forward
+
+
+# The data plane fixes the partition to `aws` (kinesis-video-signaling model, WebSocket docs).
+_CHANNEL_ARN: Final = re.compile(r"arn:aws:kinesisvideo:[a-z0-9-]+:[0-9]+:channel/[a-zA-Z0-9_.-]+/[0-9]+")
+
+
+def connect_role(channel_arn: str | None, client_id: str | None) -> Role:
+    """The role a ConnectAsMaster/ConnectAsViewer handshake asks for, or ConnectRefused (400).
+
+    The role is implied by `X-Amz-ClientId`: a viewer names itself, a master does not. ClientIds
+    follow the WebSocket docs: 1-256 of `[a-zA-Z0-9_.-]`, never starting with `AWS_` (any case).
+    """
+    if channel_arn is None or _CHANNEL_ARN.fullmatch(channel_arn) is None:
+        raise ConnectRefused(INVALID_ARGUMENT, 400, "X-Amz-ChannelARN is missing or is not a signaling channel ARN.")
+    if client_id is None:
+        return Role.MASTER
+    if not is_valid_id(client_id):
+        raise ConnectRefused(INVALID_ARGUMENT, 400, "X-Amz-ClientId must be 1-256 characters of [a-zA-Z0-9_.-].")
+    if client_id[:4].upper() == "AWS_":
+        raise ConnectRefused(INVALID_ARGUMENT, 400, "X-Amz-ClientId must not start with AWS_.")
+    return Role.VIEWER
 
 
 class ConnectRefused(Exception):

@@ -18,8 +18,8 @@ import orjson
 from aiohttp import web
 
 from signalite.config import Settings
+from signalite.controlplane.operations import active_channel
 from signalite.ice import turn_credentials
-from signalite.model.arn import parse_arn
 from signalite.model.errors import (
     ClientLimitExceededException,
     NotImplementedException,
@@ -63,13 +63,7 @@ class SignalingApi:
         raise NotImplementedException(f"{op.name} is not implemented by signalite.")  # pragma: no cover
 
     async def _channel(self, caller: Caller, arn: str) -> Channel:
-        parsed = parse_arn(arn)
-        channel = None
-        if parsed is not None and parsed.kind == "channel" and parsed.account == caller.account:
-            channel = await self.store.get_channel(arn)
-        if channel is None or channel.status != "ACTIVE":
-            raise ResourceNotFoundException("The requested channel is not found or not active.")
-        return channel
+        return await active_channel(self.store, arn, account=caller.account)
 
     def get_ice_server_config(self, channel: Channel, params: Mapping[str, Any]) -> Mapping[str, Any]:
         s = self.settings()

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import re
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -26,21 +25,26 @@ from aiohttp import WSMsgType, web
 
 from signalite.bus.base import Bus
 from signalite.bus.local import LocalBus
+from signalite.controlplane.operations import active_channel
 from signalite.log import event
 from signalite.model.errors import (
-    InvalidArgumentException,
-    ResourceNotFoundException,
     ServiceError,
     ServiceUnavailableException,
 )
-from signalite.signaling.hub import Action, ChannelRef, Close, ConnectRefused, Forward, Hub, Role, Send
+from signalite.signaling.hub import (
+    Action,
+    ChannelRef,
+    Close,
+    ConnectRefused,
+    Forward,
+    Hub,
+    Role,
+    Send,
+    connect_role,
+)
 from signalite.signaling.protocol import MessageType
 from signalite.store.base import ChannelStore, StoreUnavailable
 from signalite.web.rest import error_response
-
-# The data plane fixes the partition to `aws` (kinesis-video-signaling model, WebSocket docs).
-_CHANNEL_ARN = re.compile(r"arn:aws:kinesisvideo:[a-z0-9-]+:[0-9]+:channel/[a-zA-Z0-9_.-]+/[0-9]+")
-_CLIENT_ID = re.compile(r"[a-zA-Z0-9_.-]{1,256}")
 
 # Server-originated frames the console's event log records (deliveries start otherwise).
 _CONTROL_FRAMES = (
@@ -227,20 +231,11 @@ class SignalingSockets:
         if not self.accepting:
             raise ServiceUnavailableException("The server is shutting down; connect to another node.")
         query = _query(request)
-        arn = query.get("X-Amz-ChannelARN")
-        if arn is None or _CHANNEL_ARN.fullmatch(arn) is None:
-            raise InvalidArgumentException("X-Amz-ChannelARN is missing or is not a signaling channel ARN.")
         client_id = query.get("X-Amz-ClientId")
-        role = Role.MASTER if client_id is None else Role.VIEWER
-        if client_id is not None:
-            if _CLIENT_ID.fullmatch(client_id) is None:
-                raise InvalidArgumentException("X-Amz-ClientId must be 1-256 characters of [a-zA-Z0-9_.-].")
-            if client_id[:4].upper() == "AWS_":
-                raise InvalidArgumentException("X-Amz-ClientId must not start with AWS_.")
-        await self.authorize(request, arn, role)
-        channel = await self.store.get_channel(arn)
-        if channel is None or channel.status != "ACTIVE":
-            raise ResourceNotFoundException("The requested channel is not found or not active.")
+        role = connect_role(query.get("X-Amz-ChannelARN"), client_id)
+        arn = query["X-Amz-ChannelARN"]
+        account = await self.authorize(request, arn, role)
+        channel = await active_channel(self.store, arn, account=account)
         conn = Connection(self.new_id(), role, client_id, arn)
         return conn, ChannelRef(arn, channel.message_ttl_seconds)
 
