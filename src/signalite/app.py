@@ -133,6 +133,7 @@ class Server:
                 max_connections=None if off else self.settings.max_connections,
                 max_per_address=None if off else self.settings.max_connections_per_address,
                 header_timeout=self.settings.header_timeout,
+                first_request_timeout=self.settings.first_request_timeout,
             )
         )
         self._site = GuardedSite(self._runner, sock, self.guard, ssl_context=ssl_context)

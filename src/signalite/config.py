@@ -41,6 +41,7 @@ class Settings:
     max_connections: int = 20_000
     max_connections_per_address: int = 1_000
     header_timeout: float = 10.0
+    first_request_timeout: float = 60.0
     turn_uri: tuple[str, ...] = ()
     turn_secret: str | None = field(default=None, repr=False)
     turn_ttl: int = 300
@@ -101,7 +102,8 @@ _HELP: Mapping[str, str] = {
     "max_body_bytes": "largest accepted request body (default 1048576)",
     "max_connections": "open connections in total (default 20000; not enforced with --limits off)",
     "max_connections_per_address": "open connections per client address (default 1000; not with --limits off)",
-    "header_timeout": "seconds a new connection has to send its request headers (default 10)",
+    "header_timeout": "seconds a request's headers may take from their first byte (default 10)",
+    "first_request_timeout": "seconds a new connection may stay silent before its first request (default 60)",
     "turn_uri": "a TURN URI handed out by GetIceServerConfig (repeatable; variable: comma-separated)",
     "turn_secret": "coturn static-auth-secret used to mint TURN credentials",
     "turn_ttl": "lifetime of TURN credentials in seconds (default 300)",

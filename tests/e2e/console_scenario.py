@@ -69,6 +69,7 @@ def main() -> int:
         server = subprocess.Popen(
             [sys.executable, "-m", "signalite", "serve", "--port", str(port), "--data-dir", str(work / "data"),
              "--credentials", str(credentials_file), "--node-id", "console-e2e", "--shutdown-grace", "2",
+             "--log-level", "debug",  # WebSocket connects and refusals in the log tail when a step fails
              "--turn-uri", f"turn:127.0.0.1:{turn.port}?transport=udp", "--turn-secret", turn.secret],
             stdout=server_log, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -68,9 +68,12 @@ def report() -> dict[str, Any]:
 def explain(report: dict[str, Any]) -> str:
     session = report.get("session", {})
     keys = ("error", "steps", "pageErrors", "console")
+    # What each page reported when the driver gave up: the live view and the test pages' own state.
+    at_error = {k: v for k, v in session.get("reports", {}).items() if k.endswith("AtError")}
     return json.dumps(
         {"error": report.get("error"), "driverStderr": report.get("driverStderr"),
-         "session": {k: session.get(k) for k in keys}, "serverLogTail": report.get("serverLogTail")},
+         "session": {k: session.get(k) for k in keys}, "atError": at_error,
+         "serverLogTail": report.get("serverLogTail")},
         indent=1,
     )  # fmt: skip
 

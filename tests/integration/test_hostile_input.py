@@ -39,6 +39,7 @@ REGION = "us-west-2"
 KEY = Credential("AKIDHOSTILE", "hostile-secret/+=", "111111111111")
 MAX_BODY = 64 * 1024
 HEADER_TIMEOUT = 1.0
+FIRST_REQUEST_TIMEOUT = 2.5  # longer than the header deadline, as by default (60 s vs 10 s)
 # How long after the deadline a slow connection may still linger (scheduling on a busy CI machine).
 SLACK = 2.0
 
@@ -62,7 +63,11 @@ def start_server(tmp_path: Path, **settings: Any) -> SignaliteServer:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignaliteServer]:
     running = start_server(
-        tmp_path_factory.mktemp("hostile"), max_body_bytes=MAX_BODY, header_timeout=HEADER_TIMEOUT, limits="off"
+        tmp_path_factory.mktemp("hostile"),
+        max_body_bytes=MAX_BODY,
+        header_timeout=HEADER_TIMEOUT,
+        first_request_timeout=FIRST_REQUEST_TIMEOUT,
+        limits="off",
     )
     try:
         yield running
@@ -403,12 +408,40 @@ def test_non_http_bytes_are_refused(server: SignaliteServer, garbage: bytes) -> 
 # ============================================================================= slowloris
 
 
-def test_silent_connection_is_closed_after_the_header_deadline(server: SignaliteServer) -> None:
+def test_silent_connection_is_closed_after_the_first_request_deadline(server: SignaliteServer) -> None:
     sock = raw_socket(server)
     started = time.monotonic()
-    assert closed_by_server(sock, HEADER_TIMEOUT + SLACK), "an idle connection outlived the header deadline"
-    assert time.monotonic() - started >= HEADER_TIMEOUT * 0.8
+    assert closed_by_server(sock, FIRST_REQUEST_TIMEOUT + SLACK), "a silent connection outlived its deadline"
+    assert time.monotonic() - started >= FIRST_REQUEST_TIMEOUT * 0.8
     sock.close()
+
+
+def test_silent_connection_outlives_the_header_deadline_and_is_then_served(server: SignaliteServer) -> None:
+    # What a browser does with a preconnected socket: nothing for a while, then a request. The header
+    # deadline counts from the request's first byte, so the socket must still work.
+    sock = raw_socket(server)
+    time.sleep(HEADER_TIMEOUT + 0.5)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    status, _, _ = read_response(sock)
+    sock.close()
+    assert status == 200
+
+
+def test_headers_started_late_still_get_the_whole_header_deadline(server: SignaliteServer) -> None:
+    # Silent for a while, then a request that drips: cut off one header deadline after its first byte.
+    sock = raw_socket(server)
+    time.sleep(HEADER_TIMEOUT * 0.7)
+    stop = threading.Event()
+    request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Slow: a\r\n" * 200
+    dripper = threading.Thread(target=drip, args=(sock, request, stop), daemon=True)
+    first_byte = time.monotonic()
+    dripper.start()
+    try:
+        assert closed_by_server(sock, HEADER_TIMEOUT + SLACK + 1), "a dripping request was never cut off"
+        assert time.monotonic() - first_byte >= HEADER_TIMEOUT * 0.8, "cut off before its own header deadline"
+    finally:
+        stop.set()
+        sock.close()
 
 
 def drip(sock: socket.socket, data: bytes, stop: threading.Event, every: float = 0.15) -> None:

@@ -6,8 +6,13 @@ wraps each accepted connection's protocol:
 
 * refuses (closes at once) a connection beyond `max_connections` in total or beyond
   `max_per_address` from one client address;
-* closes a connection whose first request headers are not complete within `header_timeout`
-  seconds (slowloris), without touching anyone else.
+* closes a connection whose request headers are not complete within `header_timeout` seconds of
+  their first byte (slowloris), without touching anyone else;
+* closes a new connection that sends nothing at all within `first_request_timeout` seconds.
+
+The two deadlines differ on purpose: browsers open connections ahead of need (Chromium keeps an
+unused preconnected socket for up to 10 s) and a server that counts their silence against the header
+deadline resets sockets the browser is about to use. nginx and Node give a new connection 60 s.
 
 The wrapper forwards every protocol callback unchanged, so aiohttp (and the WebSockets it
 upgrades) behave exactly as without it.
@@ -34,6 +39,7 @@ class GuardLimits:
     max_connections: int | None = 20_000
     max_per_address: int | None = 1_000
     header_timeout: float | None = 10.0
+    first_request_timeout: float | None = 60.0
 
 
 class ConnectionGuard:
@@ -76,8 +82,8 @@ _HEADERS, _BODY, _IDLE, _OFF = range(4)
 class _GuardedProtocol(asyncio.Protocol):
     """Forwards everything to aiohttp's protocol, watching request boundaries for the header deadline.
 
-    Each request's headers must be complete within `header_timeout` of its first byte (of the
-    connection, for the first one). The guard follows Content-Length bodies to find where the next
+    Each request's headers must be complete within `header_timeout` of its first byte, and the
+    first request must start within `first_request_timeout` of the connection. The guard follows Content-Length bodies to find where the next
     request starts; after a WebSocket upgrade or a chunked body it stops watching that connection
     (aiohttp's keep-alive timeout still bounds idle time between requests).
     """
@@ -92,7 +98,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self._admitted = False
         self._timer: asyncio.TimerHandle | None = None
         self._head = bytearray()
-        self._state = _HEADERS
+        self._state = _IDLE
         self._remaining = 0
         self._transport = None
 
@@ -106,14 +112,17 @@ class _GuardedProtocol(asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
             return
         self._admitted = True
-        self._arm()
+        limits = self._guard.limits
+        if limits.header_timeout is None and limits.first_request_timeout is None:
+            self._state = _OFF
+        elif limits.first_request_timeout is not None:
+            self._timer = asyncio.get_running_loop().call_later(limits.first_request_timeout, self._silence_deadline)
         self._inner.connection_made(transport)
 
     def _arm(self) -> None:
+        self._disarm()  # the first request's first byte replaces the silence deadline
         timeout = self._guard.limits.header_timeout
-        if timeout is None:
-            self._state = _OFF
-        else:
+        if timeout is not None:
             self._timer = asyncio.get_running_loop().call_later(timeout, self._header_deadline)
 
     def _disarm(self) -> None:
@@ -122,8 +131,14 @@ class _GuardedProtocol(asyncio.Protocol):
             self._timer = None
 
     def _header_deadline(self) -> None:
+        self._close("request headers too slow")
+
+    def _silence_deadline(self) -> None:
+        self._close("no request")
+
+    def _close(self, reason: str) -> None:
         self._timer = None
-        event(logging.WARNING, "connection.closed", address=self._address, reason="request headers too slow")
+        event(logging.WARNING, "connection.closed", address=self._address, reason=reason)
         if self._transport is not None:
             self._transport.abort()
 
@@ -136,6 +151,9 @@ class _GuardedProtocol(asyncio.Protocol):
         view = memoryview(data)
         while view:
             if self._state == _IDLE:
+                if self._guard.limits.header_timeout is None:
+                    self._stop_watching()
+                    return
                 self._state = _HEADERS
                 self._arm()
             if self._state == _HEADERS:
