@@ -83,9 +83,10 @@ class _GuardedProtocol(asyncio.Protocol):
     """Forwards everything to aiohttp's protocol, watching request boundaries for the header deadline.
 
     Each request's headers must be complete within `header_timeout` of its first byte, and the
-    first request must start within `first_request_timeout` of the connection. The guard follows Content-Length bodies to find where the next
-    request starts; after a WebSocket upgrade or a chunked body it stops watching that connection
-    (aiohttp's keep-alive timeout still bounds idle time between requests).
+    first request must start within `first_request_timeout` of the connection. The guard follows
+    Content-Length bodies to find where the next request starts; after a WebSocket upgrade or a
+    chunked body it stops watching that connection (aiohttp's keep-alive timeout still bounds idle
+    time between requests).
     """
 
     __slots__ = ("_address", "_admitted", "_guard", "_head", "_inner", "_remaining", "_state", "_timer", "_transport")
