@@ -27,13 +27,16 @@ from wsutil import (
     expect_close,
     frame,
     ice_payload,
+    parse_server_frames,
     ping_pong,
+    raw_ws_connect,
     recv,
     recv_json,
     recv_text,
     running,
     sdp_payload,
     wait_connections,
+    ws_frame,
 )
 
 WS = aiohttp.ClientWebSocketResponse
@@ -488,3 +491,51 @@ async def test_websocket_ping_is_answered_with_pong(h: Harness, session: aiohttp
     msg = await recv(master)
     assert msg.type is aiohttp.WSMsgType.TEXT
     assert_from_viewer(json.loads(msg.data), "v1", "SDP_OFFER", payload)
+
+
+# -- direct dispatch ------------------------------------------------------------------------------------
+
+
+async def test_text_frames_are_dispatched_directly_on_a_single_node(h: Harness, session: aiohttp.ClientSession) -> None:
+    # With the aiohttp series signalite is built against, text frames skip the receive() round trip
+    # (websocket._DirectQueue); this fails when an aiohttp upgrade silently turns that off.
+    arn = h.create_channel()
+    master = await connect(session, h.ws_url(arn))
+    await connect(session, h.ws_url(arn, "v1"))
+    await wait_connections(h, 2)
+
+    async def direct_hooks() -> list[bool]:
+        conns = h.server.server.sockets.connections.values()
+        return [getattr(c.ws, "direct", None) is not None and c.ws.direct.on_text is not None for c in conns]
+
+    assert h.server.call(direct_hooks) == [True, True]
+    await barrier(master)
+
+
+async def test_frames_keep_their_order_when_pings_come_between(h: Harness, session: aiohttp.ClientSession) -> None:
+    # One write with text, ping, text, ping, text: the first text goes straight to the hub, the
+    # ping waits in aiohttp's queue, and the texts behind it must wait too, or they would overtake it.
+    arn = h.create_channel()
+    master = await connect(session, h.ws_url(arn))
+    sock = raw_ws_connect(h.port, {"X-Amz-ChannelARN": arn, "X-Amz-ClientId": "v1"})
+    try:
+        await wait_connections(h, 2)
+        payloads = [ice_payload(i) for i in range(3)]
+        burst = b"".join(
+            ws_frame(frame("ICE_CANDIDATE", p).encode()) + (ws_frame(b"p%d" % i, opcode=0x9) if i < 2 else b"")
+            for i, p in enumerate(payloads)
+        )
+        sock.sendall(burst)
+        for p in payloads:
+            assert_from_viewer(await recv_json(master), "v1", "ICE_CANDIDATE", p)
+        data = b""
+        while True:
+            frames, _ = parse_server_frames(data)
+            if len(frames) >= 2:
+                break
+            chunk = sock.recv(4096)
+            assert chunk, "the server closed the connection"
+            data += chunk
+        assert frames[:2] == [(0xA, b"p0"), (0xA, b"p1")]
+    finally:
+        sock.close()
