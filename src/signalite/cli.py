@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -70,6 +71,11 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(server.request_reload()))
     await server.start()
+    # Everything loaded so far (botocore's service models above all: ~100k objects) lives as long as
+    # the process. Frozen, the collector stops re-scanning it: a full collection drops from ~30 ms,
+    # a stall every client would see, to well under a millisecond.
+    gc.collect()
+    gc.freeze()
     print(banner(server), flush=True)
     event(logging.INFO, "server.started", url=server.url, pid=_pid())
     try:
