@@ -33,7 +33,9 @@ Also reported, because they change what the figures mean: messages a node droppe
 in the TTL buffer although their recipient was connected (Redis RPUSH calls: never delivered), nodes
 declared dead, and presence entries of viewers that had already disconnected (stale). --profile-dir
 adds a py-spy pass over both nodes of `cross`; --bus-probe measures the CPU per message of calling
-Redis as the bus does today next to pipelined and raw-RESP alternatives, and one bus hop's latency.
+Redis through redis-py (as the bus did before its own RESP client) next to pipelined and raw-RESP
+alternatives (a raw PUBLISH is what the bus now sends for a learnt route), and one bus hop's latency;
+bench/bus_micro.py and bench/bus_nodes.py measure the bus itself.
 
 The order of the candidates rotates from round to round; the tables show medians and ratios. Only
 127.0.0.1 is used; every loop and process is bounded in time; every process started here is stopped
@@ -976,7 +978,7 @@ async def _probe(port: int, redis_pid: int, n: int) -> list[tuple[str, float, fl
 
         await asyncio.gather(*(worker() for _ in range(k)))
 
-    await timed("redis-py EVALSHA, awaited one at a time (forward() today, per connection)", n,
+    await timed("redis-py EVALSHA, awaited one at a time (forward() before the RESP client)", n,
                 lambda: concurrent(1))  # fmt: skip
     await timed("redis-py EVALSHA, 100 in flight (100 busy connections; pool raised to 1000)", n,
                 lambda: concurrent(100))  # fmt: skip

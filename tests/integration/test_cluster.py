@@ -504,7 +504,11 @@ async def test_two_clusters_on_one_redis_do_not_see_each_other(
         assert (cluster.holder(arn), cluster.holder(arn, "v")) == ("node-a", "node-b")
         assert cluster.r.hget(f"{other_name}:presence:{arn}", "m").split(SEP)[0] == "node-x"
         # Every key and pub/sub channel of the other cluster carries its name.
-        assert set(cluster.r.pubsub_channels(f"{other_name}:*")) == {f"{other_name}:to:node-x", f"{other_name}:events"}
+        # (node-x's own channel, the events channel, and one channel per connection it holds)
+        assert set(cluster.r.pubsub_channels(f"{other_name}:*")) == {
+            f"{other_name}:to:node-x", f"{other_name}:events", *(f"{other_name}:c:node-x{SEP}{i}" for i in (1, 2))
+        }  # fmt: skip
+        assert not [c for c in cluster.r.pubsub_channels() if other_name not in c and "node-x" in c]
         assert {k.split(":")[0] for k in cluster.r.scan_iter(f"{other_name}*")} == {other_name}
         for ws in (master, viewer, x_master, x_viewer):
             await ws.close()
