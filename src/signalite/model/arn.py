@@ -39,6 +39,19 @@ def parse_arn(text: str) -> Arn | None:
     return Arn(m["partition"], m["region"], m["account"], m["kind"], m["name"], int(m["millis"]))
 
 
+def arn_owner(text: str) -> tuple[str, str, str] | None:
+    """(kind, region, account) of a kinesisvideo ARN; None when parse_arn would refuse it.
+
+    The per-request check of "is this ARN one of the caller's channels": the same match as
+    parse_arn, without building an Arn (which costs twice the match itself).
+    """
+    m = _ARN.fullmatch(text)
+    if m is None:
+        return None
+    kind, region, account = m.group("kind", "region", "account")
+    return kind, region, account
+
+
 def make_arn(kind: str, region: str, account: str, name: str, creation_time: float) -> str:
     """Mint the ARN of a new channel or stream created at `creation_time` (epoch seconds)."""
     return f"arn:aws:kinesisvideo:{region}:{account}:{kind}/{name}/{round(creation_time * 1000)}"

@@ -7,7 +7,10 @@ services use ("1 validation error detected: Value 'x' at 'channelName' failed to
 constraint: ...") so people recognise them; the error is always InvalidArgumentException.
 
 Each shape's checks are compiled once into a small closure tree, so validating a request is a walk
-over pre-built checkers rather than a re-interpretation of the model on every call.
+over pre-built checkers rather than a re-interpretation of the model on every call. Each shape also
+gets a second, leaner closure tree that only answers "is this valid?" (no member paths, no
+violation list): the hot path runs that, and only a request it rejects is walked again by the
+checkers to word the error. `operation_validator(op)` binds both for one operation, once.
 """
 
 from __future__ import annotations
@@ -24,18 +27,59 @@ from signalite.model.service import Operation, Shapes
 # (path, value, constraint) triples; path like "singleMasterConfiguration.messageTtlSeconds".
 Violation = tuple[str, Any, str]
 Checker = Callable[[Any, str, list[Violation]], None]
+# True when a value breaks none of its shape's constraints (exactly when a Checker reports nothing).
+Predicate = Callable[[Any], bool]
+Validator = Callable[[dict[str, Any]], None]
 
 _MAX_REPORTED = 3
 
 
 def validate_input(op: Operation, params: dict[str, Any]) -> None:
     """Raise InvalidArgumentException if `params` breaks any constraint of the operation's input."""
+    operation_validator(op)(params)
+
+
+def validate_input_generic(op: Operation, params: dict[str, Any]) -> None:
+    """`validate_input` through the violation-collecting checkers alone (the reference the fast path must match)."""
     if op.input_shape is None:
         return
+    _raise_violations(_checker(op.shapes, op.input_shape), params)
+
+
+def _raise_violations(checker: Checker, params: dict[str, Any]) -> None:
     violations: list[Violation] = []
-    _checker(op.shapes, op.input_shape)(params, "", violations)
+    checker(params, "", violations)
     if violations:
         raise InvalidArgumentException(_message(violations))
+
+
+def _accept(params: dict[str, Any]) -> None:
+    return None
+
+
+_VALIDATORS: dict[tuple[int, str | None], Validator] = {}
+
+
+def operation_validator(op: Operation) -> Validator:
+    """The validator of one operation's input, built once and kept: call it per request."""
+    key = (id(op.shapes), op.input_shape)
+    found = _VALIDATORS.get(key)
+    if found is not None:
+        return found
+    if op.input_shape is None:
+        validator: Validator = _accept
+    else:
+        valid = _predicate(op.shapes, op.input_shape)
+        checker = _checker(op.shapes, op.input_shape)
+
+        def validator(params: dict[str, Any]) -> None:
+            # The predicate settles the common case (a valid request) without building a member
+            # path or a violation; the checkers then word the refusal exactly as before.
+            if not valid(params):
+                _raise_violations(checker, params)
+
+    _VALIDATORS[key] = validator
+    return validator
 
 
 def _message(violations: list[Violation]) -> str:
@@ -230,3 +274,151 @@ def _build_map(shapes: Shapes, shape: Any) -> Checker:
                 check_value(v, f"{path}.{k}", out)
 
     return check
+
+
+# -- predicates: the same constraints as the checkers above, answering only valid / not valid ------------
+
+
+_PREDICATES: dict[tuple[int, str], Predicate] = {}
+
+
+def _predicate(shapes: Shapes, shape_name: str) -> Predicate:
+    key = (id(shapes), shape_name)
+    found = _PREDICATES.get(key)
+    if found is None:
+        # Insert a trampoline first so recursive shapes terminate.
+        slot: list[Predicate] = []
+        _PREDICATES[key] = lambda v: slot[0](v)
+        built = _build_predicate(shapes, shapes[shape_name])
+        slot.append(built)
+        _PREDICATES[key] = built
+        found = built
+    return found
+
+
+def _build_predicate(shapes: Shapes, shape: Any) -> Predicate:
+    kind = shape["type"]
+    if kind == "structure":
+        return _structure_predicate(shapes, shape)
+    if kind == "string":
+        return _string_predicate(shape)
+    if kind in ("integer", "long"):
+        return _number_predicate(shape, integral=True)
+    if kind in ("float", "double"):
+        return _number_predicate(shape, integral=False)
+    if kind == "boolean":
+        return lambda v: isinstance(v, bool)
+    if kind == "timestamp":
+        return lambda v: isinstance(v, (int, float, str)) and not isinstance(v, bool)
+    if kind == "list":
+        return _list_predicate(shapes, shape)
+    if kind == "map":
+        return _map_predicate(shapes, shape)
+    if kind == "blob":
+        return lambda v: isinstance(v, str)
+    return lambda v: True  # pragma: no cover - shape types the models do not use
+
+
+def _structure_predicate(shapes: Shapes, shape: Any) -> Predicate:
+    required = frozenset(shape.get("required", ()))
+    # (member, predicate, required?) for every member the model lists. Recursive shapes resolve
+    # through _predicate's trampoline.
+    members = tuple(
+        (name, _predicate(shapes, member["shape"]), name in required) for name, member in shape["members"].items()
+    )
+    # A required name the model does not list as a member still has to be present (the checker says so).
+    unlisted = tuple(name for name in shape.get("required", ()) if name not in shape["members"])
+
+    def valid(value: Any) -> bool:
+        if not isinstance(value, dict):
+            return False
+        # Walk the model's members, not the request's: unknown members are ignored anyway, and a
+        # request cannot make this loop longer. A member set to null counts as absent.
+        for name, ok, needed in members:
+            member_value = value.get(name)
+            if member_value is None:
+                if needed:
+                    return False
+            elif not ok(member_value):
+                return False
+        for name in unlisted:  # noqa: SIM110 - a plain loop is faster than all() over a generator
+            if value.get(name) is None:
+                return False
+        return True
+
+    return valid
+
+
+def _string_predicate(shape: Any) -> Predicate:
+    lo = shape.get("min", 0)
+    hi = shape.get("max")
+    enum = frozenset(shape["enum"]) if "enum" in shape else None
+    pattern_text = shape.get("pattern")
+    match: Callable[[str], Any] | None = None
+    if pattern_text:
+        match = (regex.compile(pattern_text) if "\\p{" in pattern_text else re.compile(pattern_text)).fullmatch
+
+    def valid(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        n = len(v)
+        if n < lo or (hi is not None and n > hi):
+            return False
+        if enum is not None and v not in enum:
+            return False
+        return match is None or match(v) is not None
+
+    return valid
+
+
+def _number_predicate(shape: Any, *, integral: bool) -> Predicate:
+    lo = shape.get("min")
+    hi = shape.get("max")
+    types: tuple[type, ...] = (int,) if integral else (int, float)
+
+    def valid(v: Any) -> bool:
+        if not isinstance(v, types) or isinstance(v, bool):
+            return False
+        # Spelled as the checker's tests (not `lo <= v`), so that NaN is treated identically.
+        return not ((lo is not None and v < lo) or (hi is not None and v > hi))
+
+    return valid
+
+
+def _list_predicate(shapes: Shapes, shape: Any) -> Predicate:
+    lo = shape.get("min", 0)
+    hi = shape.get("max")
+    inner = _predicate(shapes, shape["member"]["shape"])
+
+    def valid(v: Any) -> bool:
+        if not isinstance(v, list):
+            return False
+        n = len(v)
+        if n < lo or (hi is not None and n > hi):
+            return False
+        for item in v:  # noqa: SIM110 - a plain loop is faster than all() over a generator
+            if item is None or not inner(item):
+                return False
+        return True
+
+    return valid
+
+
+def _map_predicate(shapes: Shapes, shape: Any) -> Predicate:
+    lo = shape.get("min", 0)
+    hi = shape.get("max")
+    valid_key = _predicate(shapes, shape["key"]["shape"])
+    valid_value = _predicate(shapes, shape["value"]["shape"])
+
+    def valid(v: Any) -> bool:
+        if not isinstance(v, dict):
+            return False
+        n = len(v)
+        if n < lo or (hi is not None and n > hi):
+            return False
+        for key, item in v.items():  # noqa: SIM110 - a plain loop is faster than all() over a generator
+            if not valid_key(key) or item is None or not valid_value(item):
+                return False
+        return True
+
+    return valid

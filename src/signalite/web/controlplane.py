@@ -37,13 +37,8 @@ class ControlPlane:
         fn = OPERATIONS.get(op.name)
         if fn is None:
             raise NotImplementedException(f"{op.name} is not implemented by signalite.")
+        # Positional: RequestContext(account, region, now, store, endpoints, quotas, events).
         ctx = RequestContext(
-            account=caller.account,
-            region=caller.region,
-            now=self.clock(),
-            store=self.store,
-            endpoints=self.endpoints,
-            quotas=self.quotas,
-            events=self.events,
+            caller.account, caller.region, self.clock(), self.store, self.endpoints, self.quotas, self.events
         )
         return await fn(ctx, params)

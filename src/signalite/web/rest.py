@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -30,7 +31,7 @@ from signalite.model.errors import (
     UnknownOperationException,
 )
 from signalite.model.service import Operation, route_table
-from signalite.model.validate import validate_input
+from signalite.model.validate import Validator, operation_validator
 from signalite.store.base import StoreUnavailable
 from signalite.web.auth import Caller
 
@@ -44,6 +45,8 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 _REQUEST_PREFIX = uuid.uuid4().hex[:20]
+# The constant part of every request id, dashes included, formatted once.
+_REQUEST_ID_HEAD = f"{_REQUEST_PREFIX[:8]}-{_REQUEST_PREFIX[8:12]}-{_REQUEST_PREFIX[12:16]}-{_REQUEST_PREFIX[16:20]}-"
 _request_counter = itertools.count(1)
 
 
@@ -52,9 +55,7 @@ def new_request_id() -> str:
 
     `uuid4()` costs a getrandom() system call per request; uniqueness is all a request id needs.
     """
-    n = next(_request_counter) & 0xFFFFFFFFFFFF
-    p = _REQUEST_PREFIX
-    return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-{n:012x}"
+    return f"{_REQUEST_ID_HEAD}{next(_request_counter) & 0xFFFFFFFFFFFF:012x}"
 
 
 def error_response(error: ServiceError, request_id: str | None = None) -> web.Response:
@@ -76,6 +77,15 @@ def error_response(error: ServiceError, request_id: str | None = None) -> web.Re
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What one modeled path needs per request, resolved once."""
+
+    op: Operation
+    validate: Validator
+    handler: Handler | None
+
+
 class RestApi:
     """Dispatches modeled POST paths to the handler of their service."""
 
@@ -87,31 +97,27 @@ class RestApi:
         observe: Observe | None = None,
     ) -> None:
         # handlers: service name -> handler for that service's operations.
-        self._routes = route_table()
-        self._handlers = handlers
+        self._routes = {
+            path: _Route(op, operation_validator(op), handlers.get(op.service)) for path, op in route_table().items()
+        }
         self._authenticate = authenticate
         self._authorize = authorize
         self._observe = observe
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        started = time.perf_counter()
-        response, code = await self._handle(request)
-        if self._observe is not None:
-            op = self._routes.get(request.path)
-            self._observe(op.name if op else "unknown", response.status, time.perf_counter() - started, code)
-        return response
-
     def knows(self, path: str) -> bool:
         return path in self._routes
 
-    async def _handle(self, request: web.BaseRequest) -> tuple[web.Response, str | None]:
+    async def handle(self, request: web.BaseRequest) -> web.Response:
+        started = time.perf_counter()
         request_id = new_request_id()
-        op = self._routes.get(request.path)
+        route = self._routes.get(request.path)
+        code: str | None = None
         try:
-            if op is None or request.method != "POST":
+            if route is None or request.method != "POST":
                 raise UnknownOperationException(f"Unknown operation: {request.method} {request.path}")
+            op = route.op
             try:
-                body = await request.read()
+                body = await _read_body(request)
             except web.HTTPRequestEntityTooLarge:
                 raise RequestEntityTooLargeException("The request body is too large.") from None
             except ConnectionError:
@@ -120,8 +126,8 @@ class RestApi:
                 raise SerializationException("The request body ended early.") from None
             caller = await self._authenticate(request, body)
             params = _parse_body(body)
-            validate_input(op, params)
-            handler = self._handlers.get(op.service)
+            route.validate(params)
+            handler = route.handler
             if handler is None:
                 raise NotImplementedException(f"{op.name} is not implemented by signalite.")
             await self._authorize(op, caller, params)
@@ -131,33 +137,57 @@ class RestApi:
                 event(logging.WARNING, "request.failed", request_id=request_id, path=request.path, code=e.code)
             else:
                 event(logging.INFO, "request.refused", request_id=request_id, path=request.path, code=e.code)
-            return error_response(e, request_id), e.code
+            response, code = error_response(e, request_id), e.code
         except StoreUnavailable:
             event(logging.WARNING, "store.unavailable", request_id=request_id, path=request.path)
             unavailable = ServiceUnavailableException("The database is unavailable; retry shortly.")
-            return error_response(unavailable, request_id), unavailable.code
+            response, code = error_response(unavailable, request_id), unavailable.code
         except Exception:
             logging.getLogger("signalite").exception(
                 "request.crashed", extra={"fields": {"request_id": request_id, "path": request.path}}
             )
-            return error_response(InternalFailure("An internal error occurred."), request_id), "InternalFailure"
-        response = web.Response(
-            body=orjson.dumps(result),
-            headers={"Content-Type": "application/json", "x-amzn-RequestId": request_id},
-        )
-        return response, None
+            response, code = (
+                error_response(InternalFailure("An internal error occurred."), request_id),
+                "InternalFailure",
+            )
+        else:
+            response = web.Response(
+                body=orjson.dumps(result),
+                headers={"Content-Type": "application/json", "x-amzn-RequestId": request_id},
+            )
+        if self._observe is not None:
+            self._observe(route.op.name if route else "unknown", response.status, time.perf_counter() - started, code)
+        return response
+
+
+async def _read_body(request: web.BaseRequest) -> bytes:
+    """The request body, as `request.read()` returns it.
+
+    The usual small request arrives whole with its headers, so its payload stream is already at
+    EOF: take the buffered bytes at once rather than through read()'s chunk loop (two awaits and a
+    bytearray copy). Anything still arriving goes through read().
+    """
+    payload = request.content
+    if not payload.is_eof():
+        return await request.read()
+    body = payload.read_nowait()
+    limit = request.client_max_size
+    if limit and len(body) > limit:  # read()'s own test
+        raise RequestEntityTooLargeException("The request body is too large.")
+    return body if type(body) is bytes else bytes(body)
 
 
 def _parse_body(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        return {}
     try:
         params = orjson.loads(body)
     except orjson.JSONDecodeError:
+        if not body.strip():  # an empty (or blank) body means no members
+            return {}
         raise SerializationException("The request body is not valid JSON.") from None
     if not isinstance(params, dict):
         raise SerializationException("The request body must be a JSON object.")
-    return _without_nulls(params)
+    # A JSON null can only be spelled `null`: a body without those four bytes has none to drop.
+    return _without_nulls(params) if b"null" in body else params
 
 
 def _without_nulls(value: dict[str, Any], depth: int = 0) -> dict[str, Any]:
