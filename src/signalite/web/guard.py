@@ -73,6 +73,35 @@ _FRAMING = re.compile(
     rb"(?im)^(?:(?P<upgrade>upgrade:[ \t]*websocket)|(?P<chunked>transfer-encoding:[^\r\n]*chunked)"
     rb"|content-length:[ \t]*(?P<length>[0-9]{1,12}))"
 )
+
+
+# Cheap first pass: the header lines that can matter (a literal "\n" lets the engine skip ahead).
+_FRAMING_HINT = re.compile(rb"\n(upgrade|transfer-encoding|content-length):", re.IGNORECASE)
+_LENGTH_VALUE = re.compile(rb"[ \t]*([0-9]{1,12})")
+
+
+def _body_length(data: bytes, end: int) -> int | None:
+    """The Content-Length of the request header block `data[:end]`; None for a WebSocket upgrade or
+    a chunked body.
+
+    Runs once per request, so the usual block (nothing but at most one Content-Length) is decided
+    by one scan; anything else takes `_FRAMING`, which has the last word. A missing or malformed
+    Content-Length counts as 0 either way (aiohttp refuses such a request itself).
+    """
+    hint = _FRAMING_HINT.search(data, 0, end)
+    if hint is None:
+        return 0
+    if len(hint.group(1)) == 14 and _FRAMING_HINT.search(data, hint.end(), end) is None:  # one content-length
+        value = _LENGTH_VALUE.match(data, hint.end(), end)
+        return int(value.group(1)) if value is not None else 0
+    length = 0
+    for match in _FRAMING.finditer(data, 0, end):
+        if match.group("length") is None:
+            return None
+        length = int(match.group("length"))
+    return length
+
+
 _MAX_HEAD = 64 * 1024  # aiohttp refuses far smaller header blocks; we only need to find their end
 
 # What the guard is waiting for on a connection.
@@ -149,6 +178,15 @@ class _GuardedProtocol(asyncio.Protocol):
         self._inner.data_received(data)
 
     def _observe(self, data: bytes) -> None:
+        if self._state == _IDLE and self._guard.limits.header_timeout is not None:
+            # The usual case: a whole request (headers and body) in one read. It needs no timer
+            # and no copies; anything else (partial, pipelined, framing to look at) goes below.
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                length = _body_length(data, end)
+                if length is not None and len(data) - end - 4 == length:
+                    self._disarm()  # the silence deadline of a new connection
+                    return
         view = memoryview(data)
         while view:
             if self._state == _IDLE:
@@ -177,12 +215,10 @@ class _GuardedProtocol(asyncio.Protocol):
                     block, rest = bytes(self._head[:end]), bytes(self._head[end + 4 :])
                     self._head.clear()
                 self._disarm()
-                length = 0
-                for match in _FRAMING.finditer(block):
-                    if match.group("length") is None:  # an upgrade or a chunked body: stop here
-                        self._stop_watching()
-                        return
-                    length = int(match.group("length"))
+                length = _body_length(block, len(block))
+                if length is None:  # an upgrade or a chunked body: stop here
+                    self._stop_watching()
+                    return
                 self._remaining = length
                 self._state = _BODY
                 view = memoryview(rest)
