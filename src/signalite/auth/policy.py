@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SERVICE_PREFIX = "kinesisvideo"
@@ -61,11 +61,16 @@ class _Statement:
     negate_actions: bool
     resources: tuple[re.Pattern[str], ...]
 
+    def covers(self, action: str) -> bool:
+        """Whether the statement's Action (or NotAction) takes in `action`."""
+        return any(p.fullmatch(action) for p in self.actions) != self.negate_actions
+
     def matches(self, action: str, resource: str) -> bool:
-        action_hit = any(p.fullmatch(action) for p in self.actions)
-        if action_hit == self.negate_actions:
-            return False
-        return any(p.fullmatch(resource) for p in self.resources)
+        return self.covers(action) and any(p.fullmatch(resource) for p in self.resources)
+
+
+# Per policy, the actions whose relevant statements are remembered; past this, it starts over.
+_MAX_ACTIONS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +78,25 @@ class Policy:
     """A compiled policy document."""
 
     statements: tuple[_Statement, ...]
+    # action -> (allow, resource patterns) of the statements that cover it. The action part of a
+    # check depends on the action alone, and a server asks about a few dozen actions, so it is
+    # worked out once per action; each check then only matches the resource.
+    _by_action: dict[str, tuple[tuple[bool, tuple[re.Pattern[str], ...]], ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def allows(self, action: str, resource: str) -> bool:
         """Whether `action` (e.g. "kinesisvideo:ConnectAsMaster") on `resource` (an ARN or "*") is allowed."""
+        relevant = self._by_action.get(action)
+        if relevant is None:
+            relevant = tuple((st.allow, st.resources) for st in self.statements if st.covers(action))
+            if len(self._by_action) >= _MAX_ACTIONS:
+                self._by_action.clear()
+            self._by_action[action] = relevant
         allowed = False
-        for statement in self.statements:
-            if statement.matches(action, resource):
-                if not statement.allow:
+        for allow, resources in relevant:
+            if any(p.fullmatch(resource) for p in resources):
+                if not allow:
                     return False  # an explicit Deny always wins
                 allowed = True
         return allowed

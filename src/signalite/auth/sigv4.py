@@ -53,6 +53,13 @@ token, a signature we computed or the canonical request.
 
 The derived signing key depends only on (secret, date, region, service), so it is cached: a
 presigned-URL check then costs two SHA-256 and one HMAC over a few hundred bytes.
+
+Cost. Strict mode verifies every request, so the common cases take fast paths (see "fast paths"
+below): a REST call without a query string, and a connect URL laid out as the KVS SDKs write it,
+are checked from cached parses of what repeats between requests (the Authorization header without
+its signature, the credential scope, the timestamp) against the one canonical form those clients
+sign. A fast path only ever accepts; anything else, including every failure, goes to the general
+path, which alone words the errors. Nothing is cached on a signature or a verdict.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 from signalite.model.errors import ServiceError
@@ -263,6 +271,22 @@ def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return hmac.digest(k, TERMINATOR.encode(), "sha256")
 
 
+# HMAC's pads (RFC 2104) as translation tables, as the hmac module builds them.
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+@functools.lru_cache(maxsize=1024)
+def _signing_pads(secret: str, date: str, region: str, service: str) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC-SHA256 with the signing key, half done: the SHA-256 states after the inner and the outer pad.
+
+    Copying them saves the per-call key setup that OpenSSL 3's HMAC costs (about half of a one-shot
+    `hmac.digest` over a string to sign). They are only ever copied, never updated.
+    """
+    block = _signing_key(secret, date, region, service).ljust(64, b"\0")  # 32 bytes: below SHA-256's block
+    return hashlib.sha256(block.translate(_IPAD)), hashlib.sha256(block.translate(_OPAD))
+
+
 def _signature(key: bytes, amz_date: str, scope: Scope, canonical_request: str) -> str:
     string_to_sign = "\n".join(
         (
@@ -450,13 +474,16 @@ def _lookup(lookup: SecretLookup, access_key_id: str) -> Credential:
     return credential
 
 
-def _check_token(credential: Credential, sent: str | None) -> None:
+def _token_ok(credential: Credential, sent: str | None) -> bool:
     expected = credential.session_token or None
     sent = sent or None  # an empty header is the same as none
     if expected is None:
-        if sent is not None:
-            raise _unrecognized()
-    elif sent is None or not hmac.compare_digest(_utf8(sent), _utf8(expected)):
+        return sent is None
+    return sent is not None and hmac.compare_digest(_utf8(sent), _utf8(expected))
+
+
+def _check_token(credential: Credential, sent: str | None) -> None:
+    if not _token_ok(credential, sent):
         raise _unrecognized()
 
 
@@ -539,6 +566,271 @@ def _query_params(pairs: Iterable[_Pair]) -> dict[str, list[str]]:
     return found
 
 
+# --------------------------------------------------------------------------- fast paths
+#
+# What real clients send in the common case is verified by `_fast_request` (a header-signed REST
+# call without a query string: botocore, JS v3, the C SDK) and `_fast_presigned` (a connect URL laid
+# out as the KVS SDKs and `presign_url` write it) from cached parses, without splitting, decoding,
+# re-encoding and sorting the query. They can only *accept*: when a precondition does not hold or
+# any check fails they return None and the general path above decides, and words the error. A fast
+# path runs the same checks and accepts only a signature over one of the canonical requests the
+# general path tries (REST: the first; connect: the raw-pairs form, which is also the first when
+# the query is strictly encoded), so it can make a request cheaper, never change a verdict.
+# tests/unit/auth/test_sigv4_fast.py checks that against the general path on varied inputs.
+#
+# The caches hold parses of client-sent text (an Authorization header without its signature, a
+# credential scope, a SignedHeaders list, a timestamp, an expiry, a path) and what follows from
+# them with a key (its HMAC pads, the `Verified` to return): never a signature or a verdict. A parse
+# is the same whichever request brought it; headers and scopes are only kept once they name a known
+# key. Each cache is bounded; past _CACHE_MAX entries the oldest goes.
+
+_CACHE_MAX = 512
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+    if len(cache) >= _CACHE_MAX:
+        cache.pop(next(iter(cache)), None)  # dicts keep insertion order: the oldest first
+    cache[key] = value
+    return value
+
+
+class _Scoped:
+    """A credential scope with what a request signed in it needs, memoised for the last key seen."""
+
+    __slots__ = ("bound", "line", "scope")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.line = f"{scope.date}/{scope.region}/{scope.service}/{TERMINATOR}"  # as in the string to sign
+        # (credential, inner pad state, outer pad state, Verified): one attribute, replaced whole.
+        self.bound: tuple[Credential, hashlib._Hash, hashlib._Hash, Verified] | None = None
+
+    def bind(self, credential: Credential) -> tuple[Credential, hashlib._Hash, hashlib._Hash, Verified]:
+        scope = self.scope
+        inner, outer = _signing_pads(credential.secret_access_key, scope.date, scope.region, scope.service)
+        self.bound = bound = (credential, inner, outer, Verified(credential=credential, scope=scope))
+        return bound
+
+
+# Authorization header up to and including its last "Signature=" -> (scope, names, "a;b;c").
+_AUTH_HEADERS: dict[str, tuple[_Scoped, tuple[str, ...], str]] = {}
+# Presigned X-Amz-Credential / X-Amz-SignedHeaders, as sent (still percent-encoded) -> parse.
+_PRESIGN_SCOPES: dict[str, _Scoped] = {}
+_PRESIGN_SIGNED: dict[str, tuple[tuple[str, ...], str]] = {}
+_TIMES: dict[str, float] = {}  # X-Amz-Date -> epoch seconds
+_EXPIRES: dict[str, int] = {}  # X-Amz-Expires -> seconds, when a whole number in 1..MAX_EXPIRES
+_URIS: dict[str, str] = {}  # raw path -> its botocore canonical form
+
+# Stand-in signatures for parsing a cached header: 64 lower-case hex digits, like every signature a
+# fast path can accept (it only accepts one equal to the one it computed). Two, so that one that
+# happens to equal a field elsewhere in the header cannot pass for its Signature field.
+_HEX_STANDINS = ("0" * 64, "f" * 64)
+
+# The query of a connect URL as the KVS SDKs (and `presign_url`) write it: these parameters, in
+# canonical order, each once, the signature in its sorted place or last. Less its signature piece
+# such a query *is* one of the canonical queries the general path tries: the raw pairs, sorted (and,
+# when every value is strictly encoded, also the strict form). Keys are literal, so each is what it
+# decodes to; values are decoded as the general path decodes them.
+# Groups: credential, date, expires, token, signature, signed headers, signature (when last).
+_KVS_QUERY_RE = re.compile(
+    "X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "(?:&X-Amz-ChannelARN=[^&]*+)?"
+    "(?:&X-Amz-ClientId=[^&]*+)?"
+    "&X-Amz-Credential=([^&]*+)"
+    "&X-Amz-Date=([^&]*+)"
+    "&X-Amz-Expires=([^&]*+)"
+    "(?:&X-Amz-Security-Token=([^&]*+))?"
+    "(?:&X-Amz-Signature=([^&]*+))?"
+    "&X-Amz-SignedHeaders=([^&]*+)"
+    "(?:&X-Amz-Signature=([^&]*+))?"
+)
+
+
+def _amz_time(value: str) -> float | None:
+    """Epoch seconds of an X-Amz-Date, or None when it is malformed."""
+    ts = _TIMES.get(value)
+    if ts is None:
+        try:
+            ts = _remember(_TIMES, value, _parse_amz_date(value))
+        except ValueError:
+            return None
+    return ts
+
+
+def _uri(path: str) -> str:
+    uri = _URIS.get(path)
+    return _remember(_URIS, path, _canonical_uri(path)) if uri is None else uri
+
+
+def _parse_auth_head(head: str) -> tuple[_Scoped, tuple[str, ...], str] | None:
+    """What an Authorization header of `head` + <64 hex digits> says, or None when it is bad.
+
+    Parsed with two stand-in signatures: when each comes out as the Signature field, that field is
+    the header's last and holds exactly what follows `head`, so any other 64-hex-digit signature in
+    its place would too (hex holds none of ",", "=" or whitespace), and every other field is the
+    same whatever the signature.
+    """
+    one, other = _HEX_STANDINS
+    try:
+        fields = _parse_authorization(head + one)
+        if fields["Signature"] != one or _parse_authorization(head + other)["Signature"] != other:
+            return None
+        scope = _parse_credential(fields["Credential"])
+        signed = _parse_signed_headers(fields["SignedHeaders"])
+    except AuthError:
+        return None
+    return _Scoped(scope), tuple(signed), ";".join(signed)
+
+
+def _fast_accept(
+    scoped: _Scoped, credential: Credential, amz_date: str, canonical_request: str, provided: str
+) -> Verified | None:
+    """The Verified for `credential` when `provided` is the signature of `canonical_request`."""
+    bound = scoped.bound
+    if bound is None or bound[0] is not credential:
+        bound = scoped.bind(credential)
+    _, inner, outer, verified = bound
+    try:
+        request_hash = hashlib.sha256(canonical_request.encode("utf-8", "surrogateescape")).hexdigest()
+    except UnicodeEncodeError:
+        return None  # the general path knows how to hash it
+    # HMAC-SHA256(kSigning, StringToSign), from the precomputed pad states (RFC 2104).
+    mac = inner.copy()
+    mac.update(f"{ALGORITHM}\n{amz_date}\n{scoped.line}\n{request_hash}".encode())
+    digest = mac.digest()
+    mac = outer.copy()
+    mac.update(digest)
+    if provided.isascii() and hmac.compare_digest(mac.hexdigest(), provided):
+        return verified
+    return None
+
+
+def _fast_request(
+    parts: RequestParts, lookup: SecretLookup, now: float, service: str, max_skew: float
+) -> Verified | None:
+    """`verify_request` for a header-signed request without a query string; None: ask the general path."""
+    headers = parts.headers
+    auth = headers.get("authorization")
+    if not auth or parts.query:
+        return None
+    cut = auth.rfind("Signature=") + 10
+    if cut < 10:
+        return None
+    head = auth[:cut]
+    parsed = _AUTH_HEADERS.get(head)
+    fresh = parsed is None
+    if parsed is None:
+        parsed = _parse_auth_head(head)
+        if parsed is None:
+            return None
+    scoped, signed, signed_line = parsed
+    scope = scoped.scope
+    amz_date = headers.get("x-amz-date")
+    if scope.service != service or amz_date is None:
+        return None
+    amz_date = amz_date.strip()
+    ts = _TIMES.get(amz_date) or _amz_time(amz_date)  # the get: no call in the common case
+    if ts is None or scope.date != amz_date[:8] or not now - max_skew <= ts <= now + max_skew:
+        return None
+    credential = lookup(scope.access_key_id)
+    if credential is None:
+        return None
+    token = headers.get("x-amz-security-token")
+    if (token or credential.session_token) and not _token_ok(credential, token):
+        return None
+    if fresh:  # only now: headers naming unknown keys must not crowd out the known ones
+        _remember(_AUTH_HEADERS, head, parsed)
+    lines = []
+    for name in signed:
+        value = headers.get(name)
+        if value is None:
+            return None
+        lines.append(f"{name}:{' '.join(value.split())}\n")
+    payload = hashlib.sha256(parts.body).hexdigest()
+    declared = headers.get("x-amz-content-sha256")
+    if declared is not None:
+        declared = declared.strip()
+        if declared.lower() != payload:
+            return None
+        payload = declared
+    uri = _URIS.get(parts.path) or _uri(parts.path)
+    canonical_request = f"{parts.method.upper()}\n{uri}\n\n{''.join(lines)}\n{signed_line}\n{payload}"
+    return _fast_accept(scoped, credential, amz_date, canonical_request, auth[cut:])
+
+
+def _fast_presigned(
+    parts: RequestParts, lookup: SecretLookup, now: float, service: str, max_skew: float
+) -> Verified | None:
+    """`verify_presigned` for a connect URL as the KVS SDKs write it; None: ask the general path."""
+    query = parts.query
+    match = _KVS_QUERY_RE.fullmatch(query)
+    if match is None:
+        return None
+    credential_raw, amz_date, expires_raw, token, provided, signed_raw, provided_last = match.groups()
+    if provided is None:
+        if provided_last is None:
+            return None
+        provided = provided_last
+        group = 7
+    elif provided_last is None:
+        group = 5
+    else:
+        return None  # two signatures: the general path refuses the repeated parameter
+    scoped = _PRESIGN_SCOPES.get(credential_raw)
+    fresh = scoped is None
+    if scoped is None:
+        try:
+            scoped = _Scoped(_parse_credential(unquote(credential_raw)))
+        except AuthError:
+            return None
+    signed_names = _PRESIGN_SIGNED.get(signed_raw)
+    if signed_names is None:
+        try:
+            names = _parse_signed_headers(unquote(signed_raw))
+        except AuthError:
+            return None
+        signed_names = _remember(_PRESIGN_SIGNED, signed_raw, (tuple(names), ";".join(names)))
+    signed, signed_line = signed_names
+    scope = scoped.scope
+    ts = _TIMES.get(amz_date) or _amz_time(amz_date)
+    expires = _EXPIRES.get(expires_raw)
+    if expires is None:
+        if not _EXPIRES_RE.fullmatch(expires_raw) or not 1 <= int(expires_raw) <= MAX_EXPIRES:
+            return None
+        expires = _remember(_EXPIRES, expires_raw, int(expires_raw))
+    if (
+        scope.service != service
+        or ts is None
+        or scope.date != amz_date[:8]
+        or ts > now + max_skew
+        or now > ts + expires
+    ):
+        return None
+    credential = lookup(scope.access_key_id)
+    if credential is None:
+        return None
+    if (token or credential.session_token) and not _token_ok(credential, None if token is None else unquote(token)):
+        return None
+    if fresh:  # only now: scopes of unknown keys must not crowd out the known ones
+        _remember(_PRESIGN_SCOPES, credential_raw, scoped)
+    headers = parts.headers
+    lines = []
+    for name in signed:
+        value = headers.get(name)
+        if value is None:
+            return None
+        lines.append(f"{name}:{' '.join(value.split())}\n")
+    # The canonical query: the query as received, less its "&X-Amz-Signature=..." piece (never the first).
+    start, end = match.span(group)
+    canonical_query = query[: start - 17] + query[end:]
+    payload = hashlib.sha256(parts.body).hexdigest() if parts.body else EMPTY_SHA256
+    uri = _URIS.get(parts.path) or _uri(parts.path)
+    canonical_request = f"{parts.method.upper()}\n{uri}\n{canonical_query}\n{''.join(lines)}\n{signed_line}\n{payload}"
+    return _fast_accept(scoped, credential, amz_date, canonical_request, provided)
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -572,6 +864,13 @@ def verify_request(
     A request without an Authorization header but with ``X-Amz-Algorithm`` in its query is checked
     as a presigned URL instead. Raises `AuthError`.
     """
+    return _fast_request(parts, lookup, now, service, max_skew) or _verify_request(
+        parts, lookup, now, service, max_skew
+    )
+
+
+def _verify_request(parts: RequestParts, lookup: SecretLookup, now: float, service: str, max_skew: float) -> Verified:
+    """The general path of `verify_request`: every form, every check, and the error if one fails."""
     pairs = _split_query(parts.query)
     auth = parts.headers.get("authorization")
     query_auth = any(key == "X-Amz-Algorithm" for _, _, key in pairs)
@@ -620,7 +919,9 @@ def verify_presigned(
 
     Raises `AuthError`.
     """
-    return _verify_presigned(parts, _split_query(parts.query), lookup, now, service, max_skew)
+    return _fast_presigned(parts, lookup, now, service, max_skew) or _verify_presigned(
+        parts, _split_query(parts.query), lookup, now, service, max_skew
+    )
 
 
 def _verify_presigned(

@@ -10,15 +10,16 @@ Request-rate quotas (`controlplane/quotas.py`) apply in both modes.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from signalite.auth.credentials import Identity
 from signalite.auth.policy import CONNECT_AS_MASTER, CONNECT_AS_VIEWER, Policy, action_name, evaluate
-from signalite.auth.sigv4 import Credential, RequestParts, scope_from_request, verify_presigned, verify_request
+from signalite.auth.sigv4 import RequestParts, scope_from_request, verify_presigned, verify_request
 from signalite.controlplane.quotas import RequestQuotas
 from signalite.model.errors import (
     AccessDeniedException,
@@ -41,21 +42,54 @@ class Caller:
     access_key_id: str | None = None
 
 
+class HeaderView(Mapping[str, str]):
+    """An aiohttp request's headers as SigV4 reads them: lower-case names, repeats joined by ",".
+
+    A view, not a copy: verification reads a handful of headers, so only those are looked at.
+    Names asked for must be lower case (the multidict underneath does not care, a dict would).
+    """
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: CIMultiDictProxy[str]) -> None:
+        self._headers = headers
+
+    def get(self, name: str, default: Any = None) -> Any:
+        values = self._headers.getall(name, None)
+        if values is None:
+            return default
+        return values[0] if len(values) == 1 else ",".join(values)
+
+    def __getitem__(self, name: str) -> str:
+        value: str | None = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._headers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(name.lower() for name in self._headers))
+
+    def __len__(self) -> int:
+        return len({name.lower() for name in self._headers})
+
+
 def request_parts(request: web.BaseRequest, body: bytes) -> RequestParts:
     """The parts of an aiohttp request that SigV4 signs, exactly as received."""
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        key = name.lower()
-        headers[key] = f"{headers[key]},{value}" if key in headers else value
     # The raw request target, split by hand: exactly the bytes the client signed, and no yarl URL
     # built (and cached on the request) for it.
     path, _, query = request.raw_path.partition("?")
-    return RequestParts(request.method, path, query, headers, body)
+    return RequestParts(request.method, path, query, HeaderView(request.headers), body)
 
 
 # `Credential=<key>/<yyyymmdd>/<region>/` in an Authorization header: the region, as the SigV4 parser
 # (`scope_from_request`) accepts it.
 _SCOPE_REGION = re.compile(r"Credential=[^/,\s]+/[0-9]{8}/([A-Za-z0-9-]{1,64})/")
+
+# Callers remembered by `Gatekeeper.authenticate`; past this, the table starts over.
+_MAX_CALLERS = 1024
 
 # The member that names the resource an operation acts on, in order of preference.
 _ARN_MEMBERS = ("ChannelARN", "ResourceARN", "StreamARN")
@@ -80,15 +114,15 @@ class Gatekeeper:
         self.store = store
         self.quotas = quotas
         self.clock = clock
+        # The identities are fixed at start-up: a plain dict's bound `get` is the cheapest lookup.
+        self._credentials = {} if identities is None else {k: i.credential for k, i in identities.items()}
+        self._credential_of = self._credentials.get
+        # (access key id, region) -> Caller: all of it follows from the key and the scope's region.
+        self._callers: dict[tuple[str, str], Caller] = {}
 
     @property
     def mode(self) -> str:
         return "open" if self.identities is None else "strict"
-
-    def _lookup(self, access_key_id: str) -> Credential | None:
-        assert self.identities is not None
-        identity = self.identities.get(access_key_id)
-        return None if identity is None else identity.credential
 
     # -- REST ------------------------------------------------------------------------------------
 
@@ -102,12 +136,16 @@ class Gatekeeper:
                 scope = scope_from_request(request_parts(request, body))
                 return Caller(self.default_account, scope.region if scope else self.default_region)
             return Caller(self.default_account, match.group(1) if match else self.default_region)
-        parts = request_parts(request, body)
-        verified = verify_request(parts, self._lookup, self.clock())
-        identity = self.identities[verified.credential.access_key_id]
-        return Caller(
-            verified.credential.account_id, verified.scope.region, identity.policy, verified.credential.access_key_id
-        )
+        verified = verify_request(request_parts(request, body), self._credential_of, self.clock())
+        key = (verified.credential.access_key_id, verified.scope.region)
+        caller = self._callers.get(key)
+        if caller is None:
+            if len(self._callers) >= _MAX_CALLERS:
+                self._callers.clear()  # regions are client-chosen: keep the table bounded
+            identity = self.identities[key[0]]
+            caller = Caller(verified.credential.account_id, key[1], identity.policy, key[0])
+            self._callers[key] = caller
+        return caller
 
     async def authorize(self, op: Operation, caller: Caller, params: Mapping[str, Any]) -> None:
         resource, channel_arn = await self._resource(op, caller, params)
@@ -152,19 +190,21 @@ class Gatekeeper:
         if self.identities is None:
             return self.default_account
         try:
-            verified = verify_presigned(request_parts(request, b""), self._lookup, self.clock())
+            verified = verify_presigned(request_parts(request, b""), self._credential_of, self.clock())
         except ServiceError as e:
             # Every handshake refusal for credentials is a 403 on the WebSocket (kvs-protocol §5.3),
             # with the same code and message as on REST.
             raise ServiceError(e.message, code=e.code, status=403) from None
-        identity = self.identities[verified.credential.access_key_id]
-        if not arn.split(":")[4] == verified.credential.account_id:
+        credential = verified.credential
+        if not arn.split(":")[4] == credential.account_id:
             raise ResourceNotFoundException("The requested channel is not found or not active.")
-        action = action_name(CONNECT_AS_MASTER if role is Role.MASTER else CONNECT_AS_VIEWER)
-        if not evaluate(identity.policy, action, [arn]):
-            raise ServiceError(
-                f"User {verified.credential.access_key_id} is not authorized to perform {action} on {arn}",
-                code="AccessDeniedException",
-                status=403,
-            )
-        return verified.credential.account_id
+        policy = self.identities[credential.access_key_id].policy
+        if policy is not None:
+            action = action_name(CONNECT_AS_MASTER if role is Role.MASTER else CONNECT_AS_VIEWER)
+            if not evaluate(policy, action, [arn]):
+                raise ServiceError(
+                    f"User {credential.access_key_id} is not authorized to perform {action} on {arn}",
+                    code="AccessDeniedException",
+                    status=403,
+                )
+        return credential.account_id
