@@ -17,6 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from signalite.ice import turn_password
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from wsutil import (
@@ -250,8 +252,12 @@ async def test_sighup_with_new_turn_settings_sends_reconnect_ice_server(tmp_path
         signaling = h.signaling(arn)
 
         def password() -> tuple[str, list[str]]:
+            """Which secret signed the TURN password (the username carries a time, so compare secrets)."""
             servers = signaling.get_ice_server_config(ChannelARN=arn)["IceServerList"]
-            return str(servers[0]["Password"]), [u for s in servers for u in s["Uris"]]
+            username, issued = str(servers[0]["Username"]), str(servers[0]["Password"])
+            secrets = ("first-secret", "second-secret")
+            signed_by = next((s for s in secrets if turn_password(s, username) == issued), "?")
+            return signed_by, [u for s in servers for u in s["Uris"]]
 
         async with aiohttp.ClientSession() as session:
             master = await connect(session, h.ws_url(arn))
@@ -265,7 +271,7 @@ async def test_sighup_with_new_turn_settings_sends_reconnect_ice_server(tmp_path
                 return log.lines[index]
 
             first_password, first_uris = password()
-            assert first_uris == uris
+            assert (first_password, first_uris) == ("first-secret", uris)
 
             # Unchanged file: nothing is sent.
             line = await hup()
@@ -280,7 +286,7 @@ async def test_sighup_with_new_turn_settings_sends_reconnect_ice_server(tmp_path
                 assert await recv_json(ws) == RECONNECT_ICE_SERVER
                 await barrier(ws)
             second_password, _ = password()
-            assert second_password != first_password
+            assert second_password == "second-secret"
 
             # New URIs: the same.
             new_uris = ["turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"]
