@@ -82,10 +82,13 @@ __all__ = [
     "ALGORITHM",
     "AuthError",
     "Credential",
+    "HeaderValues",
     "RequestParts",
     "Scope",
     "SecretLookup",
     "Verified",
+    "accept_presigned",
+    "accept_request",
     "presign_url",
     "scope_from_request",
     "sign_request",
@@ -185,6 +188,10 @@ class Credential:
 
 
 SecretLookup = Callable[[str], Credential | None]
+
+# Every value of a header by its lower-case name, or None when it is absent: the shape of multidict's
+# `getall(name, None)`, so that a server can hand its parser's headers over as they are.
+HeaderValues = Callable[[str, None], list[str] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -707,14 +714,35 @@ def _fast_accept(
     return None
 
 
-def _fast_request(
-    parts: RequestParts, lookup: SecretLookup, now: float, service: str, max_skew: float
+def _mapping_values(headers: Mapping[str, str]) -> HeaderValues:
+    """A mapping's headers as `HeaderValues` (a mapping holds one value per name: repeats come joined)."""
+    get = headers.get
+
+    def values(name: str, default: None) -> list[str] | None:
+        value = get(name)
+        return default if value is None else [value]
+
+    return values
+
+
+def _fast_signed(
+    method: str,
+    path: str,
+    values: HeaderValues,
+    body: bytes,
+    lookup: SecretLookup,
+    now: float,
+    service: str,
+    max_skew: float,
 ) -> Verified | None:
-    """`verify_request` for a header-signed request without a query string; None: ask the general path."""
-    headers = parts.headers
-    auth = headers.get("authorization")
-    if not auth or parts.query:
+    """`verify_request` for a header-signed request without a query string; None: ask the general path.
+
+    Each header it reads must have come once (a repeated one is the general path's, which joins them).
+    """
+    found = values("authorization", None)
+    if found is None or len(found) != 1:
         return None
+    auth = found[0]
     cut = auth.rfind("Signature=") + 10
     if cut < 10:
         return None
@@ -727,44 +755,67 @@ def _fast_request(
             return None
     scoped, signed, signed_line = parsed
     scope = scoped.scope
-    amz_date = headers.get("x-amz-date")
-    if scope.service != service or amz_date is None:
+    found = values("x-amz-date", None)
+    if scope.service != service or found is None or len(found) != 1:
         return None
-    amz_date = amz_date.strip()
+    amz_date = found[0].strip()
     ts = _TIMES.get(amz_date) or _amz_time(amz_date)  # the get: no call in the common case
     if ts is None or scope.date != amz_date[:8] or not now - max_skew <= ts <= now + max_skew:
         return None
     credential = lookup(scope.access_key_id)
     if credential is None:
         return None
-    token = headers.get("x-amz-security-token")
-    if (token or credential.session_token) and not _token_ok(credential, token):
-        return None
+    found = values("x-amz-security-token", None)
+    if found is not None or credential.session_token:
+        if found is not None and len(found) != 1:
+            return None
+        if not _token_ok(credential, None if found is None else found[0]):
+            return None
     if fresh:  # only now: headers naming unknown keys must not crowd out the known ones
         _remember(_AUTH_HEADERS, head, parsed)
     lines = []
     for name in signed:
-        value = headers.get(name)
-        if value is None:
+        found = values(name, None)
+        if found is None or len(found) != 1:
             return None
-        lines.append(f"{name}:{' '.join(value.split())}\n")
-    payload = hashlib.sha256(parts.body).hexdigest()
-    declared = headers.get("x-amz-content-sha256")
-    if declared is not None:
-        declared = declared.strip()
+        lines.append(f"{name}:{' '.join(found[0].split())}\n")
+    payload = hashlib.sha256(body).hexdigest()
+    found = values("x-amz-content-sha256", None)
+    if found is not None:
+        if len(found) != 1:
+            return None
+        declared = found[0].strip()
         if declared.lower() != payload:
             return None
         payload = declared
-    uri = _URIS.get(parts.path) or _uri(parts.path)
-    canonical_request = f"{parts.method.upper()}\n{uri}\n\n{''.join(lines)}\n{signed_line}\n{payload}"
+    uri = _URIS.get(path) or _uri(path)
+    canonical_request = f"{method.upper()}\n{uri}\n\n{''.join(lines)}\n{signed_line}\n{payload}"
     return _fast_accept(scoped, credential, amz_date, canonical_request, auth[cut:])
 
 
-def _fast_presigned(
+def _fast_request(
     parts: RequestParts, lookup: SecretLookup, now: float, service: str, max_skew: float
 ) -> Verified | None:
+    """`verify_request` for a header-signed request without a query string; None: ask the general path."""
+    if parts.query:
+        return None
+    return _fast_signed(
+        parts.method, parts.path, _mapping_values(parts.headers), parts.body, lookup, now, service, max_skew
+    )
+
+
+def _fast_query(
+    method: str,
+    path: str,
+    query: str,
+    values: HeaderValues,
+    body: bytes,
+    lookup: SecretLookup,
+    now: float,
+    service: str,
+    max_skew: float,
+) -> Verified | None:
     """`verify_presigned` for a connect URL as the KVS SDKs write it; None: ask the general path."""
-    query = parts.query
     match = _KVS_QUERY_RE.fullmatch(query)
     if match is None:
         return None
@@ -815,20 +866,36 @@ def _fast_presigned(
         return None
     if fresh:  # only now: scopes of unknown keys must not crowd out the known ones
         _remember(_PRESIGN_SCOPES, credential_raw, scoped)
-    headers = parts.headers
     lines = []
     for name in signed:
-        value = headers.get(name)
-        if value is None:
+        found = values(name, None)
+        if found is None or len(found) != 1:
             return None
-        lines.append(f"{name}:{' '.join(value.split())}\n")
+        lines.append(f"{name}:{' '.join(found[0].split())}\n")
     # The canonical query: the query as received, less its "&X-Amz-Signature=..." piece (never the first).
     start, end = match.span(group)
     canonical_query = query[: start - 17] + query[end:]
-    payload = hashlib.sha256(parts.body).hexdigest() if parts.body else EMPTY_SHA256
-    uri = _URIS.get(parts.path) or _uri(parts.path)
-    canonical_request = f"{parts.method.upper()}\n{uri}\n{canonical_query}\n{''.join(lines)}\n{signed_line}\n{payload}"
+    payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+    uri = _URIS.get(path) or _uri(path)
+    canonical_request = f"{method.upper()}\n{uri}\n{canonical_query}\n{''.join(lines)}\n{signed_line}\n{payload}"
     return _fast_accept(scoped, credential, amz_date, canonical_request, provided)
+
+
+def _fast_presigned(
+    parts: RequestParts, lookup: SecretLookup, now: float, service: str, max_skew: float
+) -> Verified | None:
+    """`verify_presigned` for a connect URL as the KVS SDKs write it; None: ask the general path."""
+    return _fast_query(
+        parts.method,
+        parts.path,
+        parts.query,
+        _mapping_values(parts.headers),
+        parts.body,
+        lookup,
+        now,
+        service,
+        max_skew,
+    )
 
 
 # --------------------------------------------------------------------------- public API
@@ -867,6 +934,26 @@ def verify_request(
     return _fast_request(parts, lookup, now, service, max_skew) or _verify_request(
         parts, lookup, now, service, max_skew
     )
+
+
+def accept_request(
+    method: str,
+    path: str,
+    values: HeaderValues,
+    body: bytes,
+    lookup: SecretLookup,
+    now: float,
+    *,
+    service: str = DEFAULT_SERVICE,
+    max_skew: float = 300.0,
+) -> Verified | None:
+    """`verify_request`'s fast path alone, for a request without a query string, from its raw parts.
+
+    The `Verified` that `verify_request` would return, or None when the fast path cannot tell: then
+    call `verify_request`, which alone refuses (and words why). A server calls this first to spare
+    building `RequestParts`: `values` may be its parser's `headers.getall`.
+    """
+    return _fast_signed(method, path, values, body, lookup, now, service, max_skew)
 
 
 def _verify_request(parts: RequestParts, lookup: SecretLookup, now: float, service: str, max_skew: float) -> Verified:
@@ -922,6 +1009,25 @@ def verify_presigned(
     return _fast_presigned(parts, lookup, now, service, max_skew) or _verify_presigned(
         parts, _split_query(parts.query), lookup, now, service, max_skew
     )
+
+
+def accept_presigned(
+    method: str,
+    path: str,
+    query: str,
+    values: HeaderValues,
+    body: bytes,
+    lookup: SecretLookup,
+    now: float,
+    *,
+    service: str = DEFAULT_SERVICE,
+    max_skew: float = 300.0,
+) -> Verified | None:
+    """`verify_presigned`'s fast path alone, from a request's raw parts (see `accept_request`).
+
+    The `Verified` that `verify_presigned` would return, or None: then call `verify_presigned`.
+    """
+    return _fast_query(method, path, query, values, body, lookup, now, service, max_skew)
 
 
 def _verify_presigned(

@@ -19,7 +19,14 @@ from multidict import CIMultiDictProxy
 
 from signalite.auth.credentials import Identity
 from signalite.auth.policy import CONNECT_AS_MASTER, CONNECT_AS_VIEWER, Policy, action_name, evaluate
-from signalite.auth.sigv4 import RequestParts, scope_from_request, verify_presigned, verify_request
+from signalite.auth.sigv4 import (
+    RequestParts,
+    accept_presigned,
+    accept_request,
+    scope_from_request,
+    verify_presigned,
+    verify_request,
+)
 from signalite.controlplane.quotas import RequestQuotas
 from signalite.model.errors import (
     AccessDeniedException,
@@ -136,7 +143,18 @@ class Gatekeeper:
                 scope = scope_from_request(request_parts(request, body))
                 return Caller(self.default_account, scope.region if scope else self.default_region)
             return Caller(self.default_account, match.group(1) if match else self.default_region)
-        verified = verify_request(request_parts(request, body), self._credential_of, self.clock())
+        # The fast path straight from the raw target and the parser's headers (each read once, a
+        # repeated one sends the request on); anything it cannot accept is verify_request's to decide.
+        path, _, query = request.raw_path.partition("?")
+        now = self.clock()
+        verified = (
+            None
+            if query
+            else accept_request(request.method, path, request.headers.getall, body, self._credential_of, now)
+        )
+        if verified is None:
+            parts = RequestParts(request.method, path, query, HeaderView(request.headers), body)
+            verified = verify_request(parts, self._credential_of, now)
         key = (verified.credential.access_key_id, verified.scope.region)
         caller = self._callers.get(key)
         if caller is None:
@@ -189,8 +207,13 @@ class Gatekeeper:
         """Check a ConnectAsMaster/ConnectAsViewer handshake; return the caller's account."""
         if self.identities is None:
             return self.default_account
+        path, _, query = request.raw_path.partition("?")
+        now = self.clock()
+        verified = accept_presigned(request.method, path, query, request.headers.getall, b"", self._credential_of, now)
         try:
-            verified = verify_presigned(request_parts(request, b""), self._credential_of, self.clock())
+            if verified is None:
+                parts = RequestParts(request.method, path, query, HeaderView(request.headers), b"")
+                verified = verify_presigned(parts, self._credential_of, now)
         except ServiceError as e:
             # Every handshake refusal for credentials is a 403 on the WebSocket (kvs-protocol §5.3),
             # with the same code and message as on REST.

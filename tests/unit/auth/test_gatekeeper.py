@@ -9,6 +9,8 @@ codes and messages must be what the general SigV4 path gives for the same bytes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +19,7 @@ from urllib.parse import quote
 import orjson
 import pytest
 from aiohttp.test_utils import make_mocked_request
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -177,6 +179,108 @@ def test_authenticate_refuses_as_the_general_path_does(tmp_path: Path, make: Any
     )
 
 
+# What a client may have signed a repeated header as: its first value, or all of them joined (the
+# general path's reading). The fast path reads each header once and leaves a repeated one alone.
+_WIRE = {
+    "host": "Host",
+    "content-type": "Content-Type",
+    "x-amz-date": "X-Amz-Date",
+    "x-amz-content-sha256": "X-Amz-Content-Sha256",
+    "x-amz-security-token": "X-Amz-Security-Token",
+    "authorization": "Authorization",
+}
+
+
+def _authorization(values: dict[str, str], body: bytes) -> str:
+    """Sign `values` (lower-case names, every one signed) independently of the code under test."""
+    signed = sorted(values)
+    block = "".join(f"{n}:{' '.join(values[n].split())}\n" for n in signed)
+    payload = values.get("x-amz-content-sha256", hashlib.sha256(body).hexdigest()).strip()
+    canonical = "\n".join(("POST", "/describeSignalingChannel", "", block, ";".join(signed), payload))
+    amz_date = values["x-amz-date"]
+    day = amz_date[:8]
+
+    def mac(key: bytes, msg: str) -> bytes:
+        return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+    key = mac(mac(mac(mac(("AWS4" + SECRET).encode(), day), "us-west-2"), "kinesisvideo"), "aws4_request")
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    sts = f"AWS4-HMAC-SHA256\n{amz_date}\n{day}/us-west-2/kinesisvideo/aws4_request\n{digest}"
+    signature = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+    scope = f"{KEY}/{day}/us-west-2/kinesisvideo/aws4_request"
+    return f"AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders={';'.join(signed)}, Signature={signature}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    repeated=st.sampled_from([None, *_WIRE]),
+    second=st.sampled_from(["same", "other", "blank"]),
+    signed_as=st.sampled_from(["first", "joined"]),
+    payload_header=st.booleans(),
+    target=st.sampled_from(
+        ["/describeSignalingChannel", "/describeSignalingChannel?", "/describeSignalingChannel?a=b"]
+    ),
+)
+def test_authenticate_reads_the_wire_as_the_general_path_does(
+    tmp_path_factory: pytest.TempPathFactory,
+    repeated: str | None,
+    second: str,
+    signed_as: str,
+    payload_header: bool,
+    target: str,
+) -> None:
+    body = b'{"ChannelName":"demo"}'
+    amz_date = "20231114T221320Z"  # T0
+    first = {"host": HOST, "content-type": "application/json", "x-amz-date": amz_date}
+    if payload_header:
+        first["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+    if repeated == "x-amz-security-token":
+        first["x-amz-security-token"] = "token"
+    others = {
+        "host": "other.example:1",
+        "content-type": "text/plain",
+        "x-amz-date": "20231114T221321Z",
+        "x-amz-content-sha256": hashlib.sha256(b"").hexdigest(),
+        "x-amz-security-token": "token2",
+    }
+    extra = None
+    if repeated is not None:
+        extra = {"same": first.get(repeated), "other": others.get(repeated), "blank": ""}[second]
+    values = dict(first)
+    if repeated in values and extra is not None and signed_as == "joined":
+        values[repeated] = f"{values[repeated]},{extra}"
+    auth = _authorization(values, body)
+    if repeated == "authorization" and extra is None:
+        extra = auth if second == "same" else auth[:-1] + ("0" if auth[-1] != "0" else "1")
+    wire = CIMultiDict([(_WIRE[name], value) for name, value in [*first.items(), ("authorization", auth)]])
+    if repeated is not None and extra is not None:
+        wire.add(repeated.upper(), extra)  # the same header, spelt otherwise
+    request = make_mocked_request("POST", target, headers=wire)
+    path, _, query = target.partition("?")
+    gate = gatekeeper(identities(tmp_path_factory.mktemp("ids")))
+
+    def outcome(fn: Any) -> tuple[Any, ...]:
+        try:
+            result = fn()
+        except AuthError as e:
+            return ("error", e.code, e.status, e.message)
+        return ("ok", result)
+
+    parts = RequestParts("POST", path, query, copied_headers(request), body)
+    general = outcome(lambda: sigv4._verify_request(parts, {KEY: CRED}.get, T0, "kinesisvideo", 300.0))
+    got = outcome(lambda: run(gate.authenticate(request, body)))
+    if general[0] == "ok":
+        assert got == ("ok", Caller(ACCOUNT, "us-west-2", None, KEY))
+    else:
+        assert got == general
+    if not query:
+        fast = sigv4.accept_request("POST", path, request.headers.getall, body, {KEY: CRED}.get, T0)
+        if fast is not None:
+            assert general == ("ok", fast)
+        if repeated is None:
+            assert fast is not None  # the usual request takes the fast path
+
+
 def test_the_caller_memo_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(web_auth, "_MAX_CALLERS", 8)
     gate = gatekeeper(identities(tmp_path))
@@ -234,3 +338,36 @@ def test_authorize_connect_with_a_policy(tmp_path: Path, role: Role, allowed: bo
         run(gate.authorize_connect(ws_request(connect_url()), ARN, role))
     assert (info.value.code, info.value.status) == ("AccessDeniedException", 403)
     assert info.value.message == f"User {KEY} is not authorized to perform kinesisvideo:ConnectAsMaster on {ARN}"
+
+
+@pytest.mark.parametrize("second", [None, HOST, "other.example:1", ""])
+@pytest.mark.parametrize("signed_as", ["first", "joined"])
+def test_authorize_connect_reads_the_wire_as_the_general_path_does(
+    tmp_path: Path, second: str | None, signed_as: str
+) -> None:
+    host = HOST if second is None or signed_as == "first" else f"{HOST},{second}"
+    url = presign_url(f"ws://{host}/?X-Amz-ChannelARN={quote(ARN, safe='')}&X-Amz-ClientId=v1", CRED, "us-west-2", T0)
+    target = url.split(host, 1)[1]
+    wire = CIMultiDict([("Host", HOST), ("Upgrade", "websocket"), ("Connection", "Upgrade")])
+    if second is not None:
+        wire.add("HOST", second)
+    request = make_mocked_request("GET", target, headers=wire).clone(rel_url=URL(target, encoded=True))
+    path, _, query = target.partition("?")
+    parts = RequestParts("GET", path, query, copied_headers(request), b"")
+    try:
+        sigv4._verify_presigned(parts, sigv4._split_query(query), {KEY: CRED}.get, T0, "kinesisvideo", 300.0)
+        general: tuple[Any, ...] = ("ok",)
+    except AuthError as e:
+        general = ("error", e.code, e.message)
+    gate = gatekeeper(identities(tmp_path))
+    try:
+        assert run(gate.authorize_connect(request, ARN, Role.VIEWER)) == ACCOUNT
+        got: tuple[Any, ...] = ("ok",)
+    except ServiceError as e:
+        assert e.status == 403
+        got = ("error", e.code, e.message)
+    assert got == general
+    fast = sigv4.accept_presigned("GET", path, query, request.headers.getall, b"", {KEY: CRED}.get, T0)
+    if fast is not None:
+        assert general == ("ok",)
+    assert (fast is not None) is (second is None)
