@@ -39,7 +39,7 @@ from signalite.tls import ensure_self_signed, self_signed_paths, server_context
 from signalite.web.auth import Gatekeeper
 from signalite.web.console import Console
 from signalite.web.controlplane import ControlPlane
-from signalite.web.guard import ConnectionGuard, GuardedSite, GuardLimits
+from signalite.web.guard import FAST_WEBSOCKETS, ConnectionGuard, GuardedSite, GuardLimits
 from signalite.web.metrics import Metrics
 from signalite.web.rest import RestApi, error_response
 from signalite.web.signaling_http import SignalingApi
@@ -137,6 +137,8 @@ class Server:
                 first_request_timeout=self.settings.first_request_timeout,
             )
         )
+        if self.settings.websocket_stack == "auto" and FAST_WEBSOCKETS:
+            self.guard.upgrades = self.sockets  # plain upgrades skip aiohttp (web/fastws.py)
         self._site = GuardedSite(self._runner, sock, self.guard, ssl_context=ssl_context)
         await self._site.start()
         self._ticker = asyncio.create_task(self.sockets.run_ticks(self.tick_interval))

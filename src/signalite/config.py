@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 LIMIT_MODES = ("aws", "relaxed", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+WEBSOCKET_STACKS = ("auto", "aiohttp")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Settings:
     max_connections_per_address: int = 1_000
     header_timeout: float = 10.0
     first_request_timeout: float = 60.0
+    websocket_stack: str = "auto"
     turn_uri: tuple[str, ...] = ()
     turn_secret: str | None = field(default=None, repr=False)
     turn_ttl: int = 300
@@ -104,6 +106,8 @@ _HELP: Mapping[str, str] = {
     "max_connections_per_address": "open connections per client address (default 1000; not with --limits off)",
     "header_timeout": "seconds a request's headers may take from their first byte (default 10)",
     "first_request_timeout": "seconds a new connection may stay silent before its first request (default 60)",
+    "websocket_stack": "auto (default): plain WebSocket handshakes are served by picows, TLS and cluster nodes "
+    "by aiohttp; aiohttp: every WebSocket by aiohttp",
     "turn_uri": "a TURN URI handed out by GetIceServerConfig (repeatable; variable: comma-separated)",
     "turn_secret": "coturn static-auth-secret used to mint TURN credentials",
     "turn_ttl": "lifetime of TURN credentials in seconds (default 300)",
@@ -196,6 +200,8 @@ def _check(s: Settings) -> None:
         raise ValueError(f"--limits must be one of {', '.join(LIMIT_MODES)}")
     if s.log_level not in LOG_LEVELS:
         raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+    if s.websocket_stack not in WEBSOCKET_STACKS:
+        raise ValueError(f"--websocket-stack must be one of {', '.join(WEBSOCKET_STACKS)}")
     if s.log_format not in ("text", "json"):
         raise ValueError("--log-format must be text or json")
     if not 0 <= s.port < 65536:

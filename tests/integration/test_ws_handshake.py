@@ -5,9 +5,13 @@ driven by the server's shifted clock instead of sleeping.
 
 from __future__ import annotations
 
+import base64
+import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import aiohttp
 import botocore.auth
@@ -34,9 +38,10 @@ from wsutil import (
 )
 
 
-@pytest.fixture
-def h() -> Iterator[Harness]:
-    with running({"limits": "aws"}) as harness:
+@pytest.fixture(params=["auto", "aiohttp"])
+def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    # Every test runs on both WebSocket paths: picows (plain upgrades) and aiohttp (web/fastws.py).
+    with running({"limits": "aws", "websocket_stack": request.param}) as harness:
         yield harness
 
 
@@ -263,3 +268,55 @@ def test_limits_relaxed_raises_the_viewer_cap() -> None:
         arn = h.create_channel()
         for i in range(12):
             assert handshake(h.port, {"X-Amz-ChannelARN": arn, "X-Amz-ClientId": f"v{i}"})[0] == 101
+
+
+# -- which stack serves a socket (web/fastws.py) ------------------------------------------------------
+
+
+def _stacks(h: Harness) -> list[str]:
+    async def kinds() -> list[str]:
+        return [type(c.ws).__name__ for c in h.server.server.sockets.connections.values()]
+
+    return sorted(h.server.call(kinds))
+
+
+async def test_an_upgrade_after_other_requests_on_the_connection_is_served_by_aiohttp(h: Harness) -> None:
+    # Only a connection's first request can skip aiohttp; a later upgrade on a kept-alive connection
+    # is aiohttp's, and works the same.
+    arn = h.create_channel()
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection(("127.0.0.1", h.port), timeout=10) as sock:
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{h.port}\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        length = int(
+            next(
+                v
+                for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                if k.lower() == b"content-length"
+            )
+        )
+        while len(body) < length:
+            body += sock.recv(4096)
+        query = urlencode({"X-Amz-ChannelARN": arn})
+        sock.sendall(
+            (
+                f"GET /?{query} HTTP/1.1\r\nHost: 127.0.0.1:{h.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(1)
+        assert data.startswith(b"HTTP/1.1 101"), data
+        await wait_connections(h, 1)
+        assert _stacks(h) == ["_SignalingWebSocket"]
+        async with aiohttp.ClientSession() as session:
+            viewer = await session.ws_connect(h.ws_url(arn, "v1"))
+            await wait_connections(h, 2)
+            expected = "FastSocket" if h.server.server.settings.websocket_stack == "auto" else "_SignalingWebSocket"
+            assert _stacks(h) == sorted(["_SignalingWebSocket", expected])
+            await viewer.close()

@@ -44,9 +44,10 @@ GO_AWAY = {"messageType": "GO_AWAY"}
 RECONNECT_ICE_SERVER = {"messageType": "RECONNECT_ICE_SERVER"}
 
 
-@pytest.fixture
-def h() -> Iterator[Harness]:
-    with running({"limits": "aws"}) as harness:
+@pytest.fixture(params=["auto", "aiohttp"])
+def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    # Every test runs on both WebSocket paths: picows (plain upgrades) and aiohttp (web/fastws.py).
+    with running({"limits": "aws", "websocket_stack": request.param}) as harness:
         yield harness
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from signalite.web.fastws import FastSocket
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from wsutil import (
@@ -42,9 +44,10 @@ from wsutil import (
 WS = aiohttp.ClientWebSocketResponse
 
 
-@pytest.fixture
-def h() -> Iterator[Harness]:
-    with running({"limits": "aws"}) as harness:
+@pytest.fixture(params=["auto", "aiohttp"])
+def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    # Every test runs on both WebSocket paths: picows (plain upgrades) and aiohttp (web/fastws.py).
+    with running({"limits": "aws", "websocket_stack": request.param}) as harness:
         yield harness
 
 
@@ -497,18 +500,25 @@ async def test_websocket_ping_is_answered_with_pong(h: Harness, session: aiohttp
 
 
 async def test_text_frames_are_dispatched_directly_on_a_single_node(h: Harness, session: aiohttp.ClientSession) -> None:
-    # With the aiohttp series signalite is built against, text frames skip the receive() round trip
-    # (websocket._DirectQueue); this fails when an aiohttp upgrade silently turns that off.
+    # Plain upgrades are served by picows (web/fastws.py); with --websocket-stack aiohttp, text frames
+    # skip the receive() round trip (websocket._DirectQueue). Either fails when a dependency upgrade
+    # silently turns its path off.
     arn = h.create_channel()
     master = await connect(session, h.ws_url(arn))
     await connect(session, h.ws_url(arn, "v1"))
     await wait_connections(h, 2)
 
-    async def direct_hooks() -> list[bool]:
+    async def paths() -> list[str]:
         conns = h.server.server.sockets.connections.values()
-        return [getattr(c.ws, "direct", None) is not None and c.ws.direct.on_text is not None for c in conns]
+        return [
+            "picows" if isinstance(c.ws, FastSocket)
+            else "direct" if getattr(c.ws, "direct", None) is not None and c.ws.direct.on_text is not None
+            else "queue"
+            for c in conns
+        ]  # fmt: skip
 
-    assert h.server.call(direct_hooks) == [True, True]
+    stack = h.server.server.settings.websocket_stack
+    assert h.server.call(paths) == (["picows", "picows"] if stack == "auto" else ["direct", "direct"])
     await barrier(master)
 
 

@@ -15,7 +15,9 @@ unused preconnected socket for up to 10 s) and a server that counts their silenc
 deadline resets sockets the browser is about to use. nginx and Node give a new connection 60 s.
 
 The wrapper forwards every protocol callback unchanged, so aiohttp (and the WebSockets it
-upgrades) behave exactly as without it.
+upgrades) behave exactly as without it. aiohttp's protocol is created when a connection's first
+bytes arrive: when those are a plain WebSocket upgrade and an `UpgradeTaker` is set, the connection
+goes to it instead (web/fastws.py) and aiohttp never sees it.
 """
 
 from __future__ import annotations
@@ -24,12 +26,24 @@ import asyncio
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from signalite.log import event
+from signalite.web.fastws import AVAILABLE as FAST_WEBSOCKETS  # noqa: F401 - app.py reads it here
+from signalite.web.fastws import FastSocket, Upgrade, hand_off, parse_upgrade
+
+
+class UpgradeTaker(Protocol):
+    """Admits plain WebSocket upgrades taken off aiohttp (SignalingSockets)."""
+
+    @property
+    def takes_upgrades(self) -> bool: ...
+    async def admit_upgrade(self, upgrade: Upgrade) -> FastSocket | bytes: ...
+    def abandon(self, socket: FastSocket) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +64,8 @@ class ConnectionGuard:
         self.total = 0
         self.per_address: Counter[str] = Counter()
         self.refused = 0
+        # Where plain WebSocket upgrades go instead of aiohttp (None: all go to aiohttp).
+        self.upgrades: UpgradeTaker | None = None
 
     def admit(self, address: str) -> bool:
         lim = self.limits
@@ -118,19 +134,25 @@ class _GuardedProtocol(asyncio.Protocol):
     time between requests).
     """
 
-    __slots__ = ("_address", "_admitted", "_guard", "_head", "_inner", "_remaining", "_state", "_timer", "_transport")
+    __slots__ = (
+        "_address", "_admitted", "_factory", "_guard", "_head", "_inner", "_lost", "_pending", "_remaining",
+        "_state", "_timer", "_transport",
+    )  # fmt: skip
     _transport: asyncio.Transport | None
 
-    def __init__(self, inner: Any, guard: ConnectionGuard) -> None:
-        self._inner = inner
+    def __init__(self, factory: Callable[[], Any], guard: ConnectionGuard) -> None:
+        self._factory = factory
+        self._inner: Any = None  # aiohttp's protocol, made when the first request is not taken elsewhere
         self._guard = guard
         self._address = ""
         self._admitted = False
+        self._lost = False
         self._timer: asyncio.TimerHandle | None = None
         self._head = bytearray()
         self._state = _IDLE
         self._remaining = 0
         self._transport = None
+        self._pending: asyncio.Future[FastSocket | bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -147,7 +169,13 @@ class _GuardedProtocol(asyncio.Protocol):
             self._state = _OFF
         elif limits.first_request_timeout is not None:
             self._timer = asyncio.get_running_loop().call_later(limits.first_request_timeout, self._silence_deadline)
-        self._inner.connection_made(transport)
+
+    def _aiohttp(self) -> Any:
+        inner = self._inner
+        if inner is None:
+            inner = self._inner = self._factory()
+            inner.connection_made(self._transport)
+        return inner
 
     def _arm(self) -> None:
         self._disarm()  # the first request's first byte replaces the silence deadline
@@ -173,9 +201,56 @@ class _GuardedProtocol(asyncio.Protocol):
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        if self._inner is None and self._pending is None:
+            taker = self._guard.upgrades
+            if taker is not None and data[:4] == b"GET " and self._take_upgrade(taker, data):
+                return
         if self._state != _OFF:
             self._observe(data)
-        self._inner.data_received(data)
+        self._aiohttp().data_received(data)
+
+    # -- plain WebSocket upgrades, served without aiohttp (web/fastws.py) -------------------------------
+
+    def _take_upgrade(self, taker: UpgradeTaker, data: bytes) -> bool:
+        transport = self._transport
+        if transport is None or not taker.takes_upgrades or transport.get_extra_info("ssl_object") is not None:
+            return False
+        upgrade = parse_upgrade(data)
+        if upgrade is None:
+            return False
+        self._stop_watching()
+        transport.pause_reading()  # nothing more is read until the connection has its protocol
+        self._pending = pending = asyncio.ensure_future(taker.admit_upgrade(upgrade))
+        pending.add_done_callback(lambda task: self._upgrade_decided(taker, data, task))
+        return True
+
+    def _upgrade_decided(self, taker: UpgradeTaker, data: bytes, task: asyncio.Future[FastSocket | bytes]) -> None:
+        transport = self._transport
+        assert transport is not None
+        if task.cancelled() or task.exception() is not None:
+            if not task.cancelled():
+                logging.getLogger("signalite").error("ws.admission_failed", exc_info=task.exception())
+            self._pending = None
+            transport.abort()
+            return
+        result = task.result()
+        if self._lost:  # the client left while it was being admitted
+            if isinstance(result, FastSocket):
+                taker.abandon(result)
+            return
+        if isinstance(result, bytes):  # refused: the AWS error response, then close
+            transport.write(result)
+            transport.close()
+            return
+        if not hand_off(transport, data, result, self._handed_off_gone):
+            taker.abandon(result)
+            self._handed_off_gone()
+
+    def _handed_off_gone(self) -> None:
+        # The protocol that took this connection over tells us it has ended.
+        if self._admitted:
+            self._admitted = False
+            self._guard.release(self._address)
 
     def _observe(self, data: bytes) -> None:
         if self._state == _IDLE and self._guard.limits.header_timeout is not None:
@@ -235,21 +310,27 @@ class _GuardedProtocol(asyncio.Protocol):
         self._state = _OFF
 
     def eof_received(self) -> bool | None:
+        if self._inner is None:
+            return None  # close the connection
         result: bool | None = self._inner.eof_received()
         return result
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._lost = True
         if self._admitted:
             self._admitted = False
             self._guard.release(self._address)
-            self._inner.connection_lost(exc)
+            if self._inner is not None:
+                self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self._inner.pause_writing()
+        if self._inner is not None:
+            self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self._inner.resume_writing()
+        if self._inner is not None:
+            self._inner.resume_writing()
 
 
 class GuardedSite(web.SockSite):
@@ -266,7 +347,7 @@ class GuardedSite(web.SockSite):
         assert factory is not None
         guard = self.guard
         self._server = await loop.create_server(
-            lambda: _GuardedProtocol(factory(), guard),
+            lambda: _GuardedProtocol(factory, guard),
             sock=self._sock,
             ssl=self._ssl_context,
             backlog=self._backlog,

@@ -45,6 +45,7 @@ from signalite.signaling.hub import (
 )
 from signalite.signaling.protocol import MessageType
 from signalite.store.base import ChannelStore, StoreUnavailable
+from signalite.web.fastws import MAX_FRAME_BYTES, FastSocket, Upgrade, refusal_response
 from signalite.web.rest import error_response
 
 # Server-originated frames the console's event log records (deliveries start otherwise).
@@ -54,15 +55,13 @@ _CONTROL_FRAMES = (
     '{"messageType":"RECONNECT_ICE_SERVER"',
 )
 
-# Inbound frames are small JSON objects (payload <= 10 KiB); anything far larger is hostile.
-MAX_FRAME_BYTES = 64 * 1024
 CLOSE_GOING_AWAY = 1001
 
 
 _WANTED = ("X-Amz-ChannelARN", "X-Amz-ClientId")
 
 
-def _query(request: web.BaseRequest) -> dict[str, str]:
+def _query(request: web.BaseRequest | Upgrade) -> dict[str, str]:
     """The two handshake parameters signalite reads (first value of each).
 
     Read from the raw request target rather than `request.query`, which caches a yarl URL and a
@@ -155,7 +154,7 @@ class Connection:
     role: Role
     client_id: str | None
     channel_arn: str
-    ws: web.WebSocketResponse | None = None
+    ws: web.WebSocketResponse | FastSocket | None = None
     transport: asyncio.BaseTransport | None = None
     # For virtual peers: frames addressed to this connection go here instead of a socket.
     sink: Callable[[str], None] | None = None
@@ -168,7 +167,7 @@ class Connection:
     outgoing: list[bytes] | None = None
 
 
-Authorize = Callable[[web.BaseRequest, str, Role], Awaitable[str]]
+Authorize = Callable[[Any, str, Role], Awaitable[str]]  # (an aiohttp request or an Upgrade, ARN, role)
 
 
 class SignalingSockets:
@@ -210,36 +209,11 @@ class SignalingSockets:
     # -- handshake -------------------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Serve one ConnectAsMaster / ConnectAsViewer request."""
+        """Serve one ConnectAsMaster / ConnectAsViewer request (the aiohttp path; see web/fastws.py)."""
         try:
-            conn, channel = await self._admit(request)
-            # Known before the cluster-wide claim: other nodes may route to it the moment it is
-            # claimed; such frames wait in `early` until the buffered ones have gone out.
-            conn.early = []
-            self.connections[conn.id] = conn
-            try:
-                actions = await self.join(conn, channel)
-            except BaseException:
-                self.connections.pop(conn.id, None)
-                raise
-        except StoreUnavailable:
-            self.refusals["ServiceUnavailableException"] += 1
-            return error_response(ServiceUnavailableException("The database is unavailable; retry shortly."))
-        except ConnectRefused as e:
-            self.refusals[e.error_type] += 1
-            query = _query(request)
-            self.record("refused", query.get("X-Amz-ChannelARN"), code=e.error_type,
-                        client_id=query.get("X-Amz-ClientId"))  # fmt: skip
-            return error_response(ServiceError(e.message, code=e.error_type, status=e.status_code))
-        except ServiceError as e:
-            self.refusals[e.code] += 1
-            if self.on_refusal is not None:
-                self.on_refusal(e.code)
-            query = _query(request)
-            self.record("refused", query.get("X-Amz-ChannelARN"), code=e.code,
-                        client_id=query.get("X-Amz-ClientId"))  # fmt: skip
-            event(logging.DEBUG, "ws.refused", code=e.code, reason=e.message)
-            return error_response(e)
+            conn, actions = await self._admit_and_join(request)
+        except (StoreUnavailable, ConnectRefused, ServiceError) as e:
+            return error_response(self._refusal(e, request))
         ws = _WebSocket(
             autoping=False,  # pings count as activity for the idle timeout, so we answer them ourselves
             compress=False,  # no permessage-deflate: tiny frames, and zlib state costs ~100 KB a socket
@@ -277,6 +251,93 @@ class SignalingSockets:
                   client_id=conn.client_id, close_code=ws.close_code)  # fmt: skip
         return ws
 
+    async def _admit_and_join(self, request: Any) -> tuple[Connection, list[Action]]:
+        conn, channel = await self._admit(request)
+        # Known before the cluster-wide claim: other nodes may route to it the moment it is
+        # claimed; such frames wait in `early` until the buffered ones have gone out.
+        conn.early = []
+        self.connections[conn.id] = conn
+        try:
+            actions = await self.join(conn, channel)
+        except BaseException:
+            self.connections.pop(conn.id, None)
+            raise
+        return conn, actions
+
+    def _refusal(self, error: Exception, request: Any) -> ServiceError:
+        """The error a refused handshake answers with (counted and recorded for metrics and the console)."""
+        if isinstance(error, StoreUnavailable):
+            self.refusals["ServiceUnavailableException"] += 1
+            return ServiceUnavailableException("The database is unavailable; retry shortly.")
+        query = _query(request)
+        if isinstance(error, ConnectRefused):
+            self.refusals[error.error_type] += 1
+            self.record("refused", query.get("X-Amz-ChannelARN"), code=error.error_type,
+                        client_id=query.get("X-Amz-ClientId"))  # fmt: skip
+            return ServiceError(error.message, code=error.error_type, status=error.status_code)
+        assert isinstance(error, ServiceError)
+        self.refusals[error.code] += 1
+        if self.on_refusal is not None:
+            self.on_refusal(error.code)
+        self.record("refused", query.get("X-Amz-ChannelARN"), code=error.code,
+                    client_id=query.get("X-Amz-ClientId"))  # fmt: skip
+        event(logging.DEBUG, "ws.refused", code=error.code, reason=error.message)
+        return error
+
+    # -- the picows path (web/fastws.py) -----------------------------------------------------------
+
+    @property
+    def takes_upgrades(self) -> bool:
+        """Whether the guard may hand plain upgrade requests here (not on a cluster node: its
+        forwards to other nodes are awaited in order, which the aiohttp read loop does)."""
+        return not self.bus.clustered
+
+    async def admit_upgrade(self, upgrade: Upgrade) -> FastSocket | bytes:
+        """Admit an upgrade the guard took off aiohttp: the socket to serve it, or the refusal to send."""
+        try:
+            conn, actions = await self._admit_and_join(upgrade)
+        except (StoreUnavailable, ConnectRefused, ServiceError) as e:
+            response = error_response(self._refusal(e, upgrade))
+            assert isinstance(response.body, bytes)
+            return refusal_response(response.status, dict(response.headers), response.body)
+        socket = FastSocket(self, (conn, actions))
+        conn.ws = socket
+        return socket
+
+    def abandon(self, socket: FastSocket) -> None:
+        """An admitted socket whose client left before the hand-off (or that picows refused)."""
+        conn, _ = socket.key
+        self._forget(conn)
+
+    def fast_connected(self, socket: FastSocket) -> None:
+        conn, actions = socket.key
+        socket.key = (conn, None)
+        transport = socket.transport.underlying_transport
+        conn.transport = transport
+        # As in handle(): the transport never pauses; _queue cuts a slow reader off instead.
+        transport.set_write_buffer_limits(high=self.max_send_buffer * 4)
+        event(logging.DEBUG, "ws.connected", channel=conn.channel_arn, role=conn.role, client_id=conn.client_id)
+        self.record("connected", conn.channel_arn, role=conn.role.value, client_id=conn.client_id)
+        for action in actions:  # the buffered frames first, in order (no Forward: not clustered)
+            self._perform_local(action, flushing=True)
+        early, conn.early = conn.early, None
+        for action in early or ():
+            self._perform_local(action, flushing=False)
+
+    def fast_text(self, socket: FastSocket, text: str) -> None:
+        self._on_text(socket.key[0], text)
+
+    def fast_activity(self, socket: FastSocket) -> None:
+        self.hub.touch(socket.key[0].id, self.monotonic())
+
+    def fast_disconnected(self, socket: FastSocket) -> None:
+        conn = socket.key[0]
+        self._forget(conn)
+        self.record("disconnected", conn.channel_arn, role=conn.role.value, client_id=conn.client_id,
+                    close_code=socket.close_code)  # fmt: skip
+        event(logging.DEBUG, "ws.disconnected", channel=conn.channel_arn, role=conn.role,
+              client_id=conn.client_id, close_code=socket.close_code)  # fmt: skip
+
     async def join(self, conn: Connection, channel: ChannelRef) -> list[Action]:
         """Admit `conn` to the hub (and, in a cluster, to the shared presence); its first actions."""
         actions = self.hub.connect(conn.id, channel, conn.role, conn.client_id, self.monotonic())
@@ -294,7 +355,7 @@ class SignalingSockets:
             actions.extend(self.hub.deliver_buffered(conn.id, buffered))
         return actions
 
-    async def _admit(self, request: web.BaseRequest) -> tuple[Connection, ChannelRef]:
+    async def _admit(self, request: web.BaseRequest | Upgrade) -> tuple[Connection, ChannelRef]:
         if not self.accepting:
             raise ServiceUnavailableException("The server is shutting down; connect to another node.")
         query = _query(request)
@@ -437,9 +498,13 @@ class SignalingSockets:
     def _close(self, conn: Connection, code: int, reason: str) -> None:
         self._flush(conn)  # frames queued before the close go out before it
         self._forget(conn)
-        if conn.ws is None or conn.ws.closed:
+        ws = conn.ws
+        if ws is None or ws.closed:
             return
-        task = asyncio.ensure_future(self._close_ws(conn.ws, code, reason))
+        if isinstance(ws, FastSocket):
+            ws.close(code, reason)
+            return
+        task = asyncio.ensure_future(self._close_ws(ws, code, reason))
         conn.closing = task
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

@@ -1,0 +1,372 @@
+"""Plain signaling WebSockets served by picows instead of aiohttp.
+
+Theory of operation. A KVS client opens a fresh TCP connection for each signaling WebSocket and
+sends one GET with `Upgrade: websocket` as its first bytes. The connection guard (web/guard.py)
+sees those bytes before any HTTP server does. When they are one complete, unremarkable upgrade
+request (`parse_upgrade`), the guard holds the connection's reading, and `SignalingSockets`
+admits it (auth, channel, hub) exactly as for an aiohttp request. An admitted connection is handed,
+bytes and all, to a picows protocol (`hand_off`), which answers the handshake and parses frames in
+Cython; `FastSocket` carries its frames to the hub. A refusal is written as the same AWS error
+response aiohttp would have sent. Anything else -- TLS, a cluster node, an upgrade after other
+requests, any header the check does not recognise, or picows missing -- goes to aiohttp
+untouched, whose WebSocket path stays complete.
+
+Why: aiohttp keeps a request handler, a parsed request, a handler task and a response object alive
+for each socket's whole life. Skipping them costs less per connection set up and per idle
+connection held (bench/relay.py), and picows parses frames without a queue or a future per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import logging
+import re
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any, Protocol
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+try:  # picows is optional at import time: without it every WebSocket takes the aiohttp path
+    import picows
+    from picows.picows import WSProtocol  # type: ignore[attr-defined]
+
+    # hand_off() calls picows's protocol constructor, which is not public API: pinned in pyproject.
+    AVAILABLE = picows.__version__.startswith("2.3.")
+except ImportError:  # pragma: no cover - picows is a dependency
+    AVAILABLE = False
+
+# Inbound frames are small JSON objects (payload <= 10 KiB); anything far larger is hostile.
+MAX_FRAME_BYTES = 64 * 1024
+_MAX_HEAD = 8190  # aiohttp's own line limit; longer upgrade requests are left to it
+_READ_BUFFER = 2048  # picows grows it as needed; most frames here are a few hundred bytes
+_CLOSE_WAIT = 5.0  # seconds the peer has to answer our close frame
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+
+
+class Upgrade:
+    """A WebSocket upgrade request as the admission code reads it (what it reads of aiohttp's request)."""
+
+    __slots__ = ("_headers", "method", "raw_headers", "raw_path")
+
+    def __init__(self, raw_path: str, raw_headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        self.method = "GET"
+        self.raw_path = raw_path
+        self.raw_headers = raw_headers
+        self._headers: CIMultiDictProxy[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        # Built on demand: in open mode nothing reads them.
+        if self._headers is None:
+            self._headers = CIMultiDictProxy(CIMultiDict((k.decode(), v.decode()) for k, v in self.raw_headers))
+        return self._headers
+
+
+def parse_upgrade(data: bytes) -> Upgrade | None:
+    """The upgrade request that `data` holds exactly and whole, or None (for aiohttp to handle).
+
+    Accepts only what is unremarkable: `GET <origin-form> HTTP/1.1`, well-formed ASCII header
+    lines, one Host, `Upgrade: websocket`, a `Connection` with the `upgrade` token, version 13, a
+    key of 16 bytes, and no body. None is never an error; it only means "not this path".
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end + 4 != len(data) or end > _MAX_HEAD:
+        return None
+    try:
+        head = data[:end].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    lines = head.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[0] != "GET" or parts[2] != "HTTP/1.1" or not parts[1].startswith("/"):
+        return None
+    seen: dict[str, str] = {}
+    raw: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or _TOKEN.fullmatch(name) is None:
+            return None
+        value = value.strip(" \t")
+        if _FIELD_VALUE.fullmatch(value) is None:
+            return None
+        key = name.lower()
+        if key in seen and key in _SINGLE:
+            return None
+        seen[key] = value
+        raw.append((name.encode(), value.encode()))
+    if (
+        seen.get("upgrade", "").lower() != "websocket"
+        or "upgrade" not in (token.strip().lower() for token in seen.get("connection", "").split(","))
+        or seen.get("sec-websocket-version") != "13"
+        or not _valid_key(seen.get("sec-websocket-key", ""))
+        or "host" not in seen
+        or "transfer-encoding" in seen
+        or seen.get("content-length", "0") != "0"
+    ):
+        return None
+    return Upgrade(parts[1], tuple(raw))
+
+
+# Headers whose repetition makes a request ambiguous: such requests are left to aiohttp.
+_SINGLE = frozenset(
+    (
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "content-length",
+        "transfer-encoding",
+    )
+)
+
+
+def _valid_key(key: str) -> bool:
+    if len(key) != 24:
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        return False
+
+
+def refusal_response(status: int, headers: dict[str, str], body: bytes) -> bytes:
+    """An HTTP/1.1 response that closes the connection (a refused handshake), as bytes."""
+    reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines += [
+        f"Content-Length: {len(body)}",
+        f"Date: {email.utils.formatdate(time.time(), usegmt=True)}",
+        "Connection: close",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
+
+
+class FastSocketOwner(Protocol):
+    """What a FastSocket reports to (SignalingSockets)."""
+
+    def fast_connected(self, socket: FastSocket) -> None: ...
+    def fast_text(self, socket: FastSocket, text: str) -> None: ...
+    def fast_activity(self, socket: FastSocket) -> None: ...
+    def fast_disconnected(self, socket: FastSocket) -> None: ...
+
+
+if AVAILABLE:
+    _Listener: Any = picows.WSListener
+    _TEXT, _BINARY, _CONTINUATION = picows.WSMsgType.TEXT, picows.WSMsgType.BINARY, picows.WSMsgType.CONTINUATION
+    _PING, _PONG, _CLOSE = picows.WSMsgType.PING, picows.WSMsgType.PONG, picows.WSMsgType.CLOSE
+else:  # pragma: no cover
+    _Listener = object
+
+
+class FastSocket(_Listener):  # type: ignore[misc]
+    """One admitted signaling WebSocket on picows; `key` is whatever the owner keeps for it."""
+
+    __slots__ = ("_binary", "_closer", "_on_gone", "_partial", "close_code", "closing", "key", "owner", "transport")
+
+    def __init__(self, owner: FastSocketOwner, key: Any) -> None:
+        super().__init__()
+        self.owner = owner
+        self.key = key
+        self.transport: Any = None  # picows's WSTransport, once the handshake is answered
+        self.close_code: int | None = None
+        self.closing = False  # a close frame has gone out (or the socket is gone)
+        self._partial: bytearray | None = None  # a fragmented text message being put together
+        self._binary = False  # a fragmented binary message is coming (and being ignored)
+        self._closer: asyncio.TimerHandle | None = None
+        self._on_gone: Callable[[], None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.closing
+
+    # -- picows callbacks ------------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: Any) -> None:
+        self.transport = transport
+        self.owner.fast_connected(self)
+
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        kind = frame.msg_type
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:  # no extension is ever negotiated
+            self.close(1002, "reserved bits set")
+            return
+        if kind == _TEXT and frame.fin and self._partial is None and not self._binary:
+            try:
+                text = frame.get_payload_as_utf8_text()
+            except UnicodeDecodeError:
+                self.close(1007, "invalid UTF-8")
+                return
+            self.owner.fast_text(self, text)
+        elif kind == _PING:
+            # Answered here rather than by picows: a ping counts as activity for the idle timeout.
+            self.owner.fast_activity(self)
+            if not self.closing:
+                transport.send_pong(frame.get_payload_as_bytes())
+        elif kind == _CLOSE:
+            self._peer_closed(transport, frame)
+        elif kind == _PONG:
+            self.owner.fast_activity(self)
+        else:
+            self._fragment(kind, frame)
+
+    def on_ws_disconnected(self, transport: Any) -> None:
+        self.closing = True
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
+        self.owner.fast_disconnected(self)
+        gone, self._on_gone = self._on_gone, None
+        if gone is not None:
+            gone()
+
+    # -- frames ------------------------------------------------------------------------------------
+
+    def _fragment(self, kind: Any, frame: Any) -> None:
+        """Binary frames and fragmented messages (rare: clients send whole text frames)."""
+        self.owner.fast_activity(self)
+        if kind != _CONTINUATION and (self._partial is not None or self._binary):
+            self.close(1002, "a new message inside a fragmented one")
+            return
+        if kind == _BINARY:
+            # The protocol is JSON text only; a binary frame carries no correlationId to answer.
+            self._binary = not frame.fin
+            return
+        if kind == _TEXT:  # the first fragment of a text message
+            partial = self._partial = bytearray(frame.get_payload_as_memoryview())
+        elif self._partial is not None:  # (a continuation)
+            partial = self._partial
+            partial += frame.get_payload_as_memoryview()
+        elif self._binary:
+            self._binary = not frame.fin  # the rest of a binary message, ignored like its start
+            return
+        else:
+            self.close(1002, "a continuation of nothing")
+            return
+        if len(partial) > MAX_FRAME_BYTES:
+            self._partial = None
+            self.close(1009, "message too big")
+            return
+        if frame.fin:
+            self._partial = None
+            try:
+                text = partial.decode("utf-8")
+            except UnicodeDecodeError:
+                self.close(1007, "invalid UTF-8")
+                return
+            self.owner.fast_text(self, text)
+
+    def _peer_closed(self, transport: Any, frame: Any) -> None:
+        if self.close_code is None:
+            code = frame.get_close_code()
+            self.close_code = int(code.value if hasattr(code, "value") else code)
+        if not self.closing:
+            self.closing = True
+            # Echo the peer's code, as RFC 6455 asks (1000 when it sent none).
+            transport.send_close(_close_code(self.close_code or 1000))
+        transport.disconnect()
+
+    # -- closing -----------------------------------------------------------------------------------
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame; the peer's answer (or `_CLOSE_WAIT` seconds) ends the connection."""
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.close_code = code
+        self.transport.send_close(_close_code(code), reason.encode()[:120])
+        self._closer = asyncio.get_running_loop().call_later(_CLOSE_WAIT, self.transport.disconnect)
+
+    def abort(self) -> None:
+        """Drop the connection without a close handshake."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.disconnect(False)
+
+
+def _close_code(code: int) -> Any:
+    try:
+        return picows.WSCloseCode(code)
+    except ValueError:  # not one picows names (the hub only uses those it does)
+        return picows.WSCloseCode.OK
+
+
+class _PicowsLog:
+    """A logger-like object for picows: drops its per-connection info lines, keeps its warnings.
+
+    (Given a real Logger, picows builds a child Logger for every connection.)
+    """
+
+    __slots__ = ()
+    _log = logging.getLogger("signalite.picows")
+
+    def isEnabledFor(self, level: int) -> bool:  # the logging API's name
+        return level >= logging.WARNING and self._log.isEnabledFor(level)
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def info(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log(self, level: int, *args: Any, **kwargs: Any) -> None:
+        if level >= logging.WARNING:
+            self._log.log(level, *args, **kwargs)
+
+    def warning(self, *args: Any, **kwargs: Any) -> None:
+        self._log.warning(*args, **kwargs)
+
+    def error(self, *args: Any, **kwargs: Any) -> None:
+        self._log.error(*args, **kwargs)
+
+    def exception(self, *args: Any, **kwargs: Any) -> None:
+        self._log.exception(*args, **kwargs)
+
+    def critical(self, *args: Any, **kwargs: Any) -> None:
+        self._log.critical(*args, **kwargs)
+
+
+_LOG = _PicowsLog()
+
+
+def hand_off(transport: asyncio.Transport, request: bytes, socket: FastSocket, on_gone: Callable[[], None]) -> bool:
+    """Give `transport` (reading paused, `request` already read from it) to a picows protocol serving
+    `socket`. False if picows did not take it (then the connection has been closed).
+
+    `on_gone` runs once when the connection ends (the guard's count of open connections).
+    """
+
+    def listener_for(upgrade: Any) -> FastSocket:
+        return socket
+
+    protocol = WSProtocol(
+        None, None, False, listener_for, _LOG,
+        True,  # disconnect_on_exception: a bug in a callback costs that connection only
+        None,  # no handshake timeout: the request is already here
+        False, 20.0, 20.0, picows.WSAutoPingStrategy.PING_WHEN_IDLE,  # no auto-ping
+        False,  # no auto-pong (see FastSocket.on_ws_frame)
+        MAX_FRAME_BYTES, None, _READ_BUFFER,
+    )  # fmt: skip
+    socket._on_gone = on_gone
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    view = memoryview(request)
+    while view:
+        buffer = protocol.get_buffer(len(view))
+        n = min(len(buffer), len(view))
+        buffer[:n] = view[:n]
+        view = view[n:]
+        protocol.buffer_updated(n)
+    if socket.transport is None:  # picows refused the handshake after all (and closed the socket)
+        socket._on_gone = None
+        transport.abort()
+        return False
+    transport.resume_reading()
+    return True
