@@ -72,7 +72,7 @@ def parse_upgrade(data: bytes) -> Upgrade | None:
     """The upgrade request that `data` holds exactly and whole, or None (for aiohttp to handle).
 
     Accepts only what is unremarkable: `GET <origin-form> HTTP/1.1`, well-formed ASCII header
-    lines, one Host, `Upgrade: websocket`, a `Connection` with the `upgrade` token, version 13, a
+    lines, one Host, `Upgrade: websocket`, `Connection: upgrade`, version 13, a
     key of 16 bytes, and no body. None is never an error; it only means "not this path".
     """
     end = data.find(b"\r\n\r\n")
@@ -102,7 +102,8 @@ def parse_upgrade(data: bytes) -> Upgrade | None:
         raw.append((name.encode(), value.encode()))
     if (
         seen.get("upgrade", "").lower() != "websocket"
-        or "upgrade" not in (token.strip().lower() for token in seen.get("connection", "").split(","))
+        # picows takes `Connection: Upgrade` only; a token list (Firefox: "keep-alive, Upgrade") is aiohttp's
+        or seen.get("connection", "").lower() != "upgrade"
         or seen.get("sec-websocket-version") != "13"
         or not _valid_key(seen.get("sec-websocket-key", ""))
         or "host" not in seen
