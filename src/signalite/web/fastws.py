@@ -224,6 +224,7 @@ class FastSocket(_Listener):  # type: ignore[misc]
             self._closer.cancel()
             self._closer = None
         self.owner.fast_disconnected(self)
+        self.transport = None  # (picows's transport refers back to this listener)
         gone, self._on_gone = self._on_gone, None
         if gone is not None:
             gone()

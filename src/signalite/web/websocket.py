@@ -333,6 +333,8 @@ class SignalingSockets:
     def fast_disconnected(self, socket: FastSocket) -> None:
         conn = socket.key[0]
         self._forget(conn)
+        # Break the socket <-> connection cycle: freed now, not at the next full collection.
+        conn.ws = conn.transport = None
         self.record("disconnected", conn.channel_arn, role=conn.role.value, client_id=conn.client_id,
                     close_code=socket.close_code)  # fmt: skip
         event(logging.DEBUG, "ws.disconnected", channel=conn.channel_arn, role=conn.role,
