@@ -1,12 +1,14 @@
 """The baseline for bench/relay.py: a bare KVS-style relay on signalite's WebSocket stack.
 
-aiohttp + uvloop + orjson, and nothing else: accept `GET /?X-Amz-ChannelARN=…[&X-Amz-ClientId=…]`
+picows + uvloop + orjson (`--stack picows`, the default: what serves signalite's plain WebSockets)
+or aiohttp + uvloop + orjson (`--stack aiohttp`: signalite's TLS and cluster WebSockets), and
+nothing else: accept `GET /?X-Amz-ChannelARN=…[&X-Amz-ClientId=…]`
 as a WebSocket (no ClientId = the master), parse each text frame with orjson, look the recipient
 up (a viewer's frame goes to the channel's master, a master's to the viewer named by
 `recipientClientId`), build the KVS delivery frame and send it. No validation, no auth, no limits,
 no buffering, no logging: every cost signalite adds on top of this is signalite's own.
 
-    python bench/bare_relay.py --port 8081 [--lifetime 600]
+    python bench/bare_relay.py --port 8081 [--lifetime 600] [--stack picows|aiohttp]
 
 Prints "ready" once listening; exits on SIGINT/SIGTERM or after --lifetime seconds.
 """
@@ -16,8 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
+import picows
 import uvloop
 from aiohttp import WSMsgType, web
 
@@ -74,13 +79,86 @@ async def relay(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def main(host: str, port: int, lifetime: float) -> None:
-    app = web.Application()
-    app.router.add_get("/", relay)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096)
-    await site.start()
+# -- picows ------------------------------------------------------------------------------------------
+
+PICOWS_CHANNELS: dict[str, dict[str | None, Any]] = {}
+
+
+class PicowsRelay(picows.WSListener):  # type: ignore[misc]
+    """The same relay on picows: one listener per connection."""
+
+    def __init__(self, arn: str, client_id: str | None) -> None:
+        super().__init__()
+        self.arn = arn
+        self.client_id = client_id
+        self.channel = PICOWS_CHANNELS.setdefault(arn, {})
+        self.transport: Any = None
+
+    def on_ws_connected(self, transport: Any) -> None:
+        self.transport = transport
+        old = self.channel.get(self.client_id)
+        self.channel[self.client_id] = transport
+        if old is not None:
+            old.send_close(picows.WSCloseCode.OK)
+            old.disconnect()
+
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        kind = frame.msg_type
+        if kind != picows.WSMsgType.TEXT:
+            if kind == picows.WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+            elif kind == picows.WSMsgType.PING:
+                transport.send_pong(frame.get_payload_as_bytes())
+            return
+        try:
+            msg = orjson.loads(frame.get_payload_as_memoryview())
+            action = msg["action"]
+            payload = msg["messagePayload"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        client_id = self.client_id
+        if client_id is None:
+            target = self.channel.get(msg.get("recipientClientId"))
+            out = '{"messageType":"' + action + '","messagePayload":"' + payload + '"}'
+        else:
+            target = self.channel.get(None)
+            out = (
+                '{"senderClientId":"' + client_id + '","messageType":"' + action
+                + '","messagePayload":"' + payload + '"}'
+            )  # fmt: skip
+        if target is not None:
+            target.send(picows.WSMsgType.TEXT, out.encode())
+
+    def on_ws_disconnected(self, transport: Any) -> None:
+        if self.channel.get(self.client_id) is transport:
+            del self.channel[self.client_id]
+            if not self.channel:
+                PICOWS_CHANNELS.pop(self.arn, None)
+
+
+def picows_listener(request: Any) -> Any:
+    query = parse_qs(urlsplit(request.path.decode()).query)
+    arn = query.get("X-Amz-ChannelARN")
+    if not arn:
+        return None
+    client_id = query.get("X-Amz-ClientId")
+    return PicowsRelay(arn[0], client_id[0] if client_id else None)
+
+
+async def main(host: str, port: int, lifetime: float, stack: str) -> None:
+    if stack == "picows":
+        server = await picows.ws_create_server(
+            picows_listener, host, port, max_frame_size=64 * 1024, read_buffer_init_size=2048, backlog=4096
+        )
+        runner = None
+    else:
+        app = web.Application()
+        app.router.add_get("/", relay)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, backlog=4096)
+        await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -91,8 +169,11 @@ async def main(host: str, port: int, lifetime: float) -> None:
     except TimeoutError:
         pass
     finally:
-        await runner.shutdown()
-        await runner.cleanup()
+        if runner is not None:
+            await runner.shutdown()
+            await runner.cleanup()
+        else:
+            server.close()
 
 
 if __name__ == "__main__":
@@ -100,5 +181,6 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--lifetime", type=float, default=600.0, help="exit after this many seconds")
+    parser.add_argument("--stack", choices=("picows", "aiohttp"), default="picows")
     args = parser.parse_args()
-    uvloop.run(main(args.host, args.port, args.lifetime))
+    uvloop.run(main(args.host, args.port, args.lifetime, args.stack))

@@ -8,7 +8,8 @@ same stack and PeerJS server, in one run.
 Candidates, each a fresh server process per round, pinned to CPU 0 (`taskset -c 0`):
   signalite  `python -m signalite serve --limits off` (open mode; `--credentials FILE` is passed
              through (checked against `serve --help`), and the load generator then signs with its key)
-  bare       bench/bare_relay.py: aiohttp + uvloop + orjson, parse / look up / send, nothing else
+  bare       bench/bare_relay.py: picows (--bare-stack; or aiohttp) + uvloop + orjson, parse / look up /
+             send, nothing else
   peerjs     npm `peer` (PeerJS server; bench/peerjs), spoken to in its own protocol
 The load generator (bench/loadgen/loadgen.mjs, Node) is pinned to CPU 1. Per candidate and round:
   idle      open --idle-conns viewer connections, read the server's VmRSS: (RSS - RSS before) / conns
@@ -289,7 +290,7 @@ def start_server(name: str, opts: argparse.Namespace, workdir: Path, tag: str) -
             key = _load_credentials(opts.credentials)
         proto = "kvs"
     elif name == "bare":
-        argv = [sys.executable, str(BARE), "--port", str(port), "--lifetime", lifetime]
+        argv = [sys.executable, str(BARE), "--port", str(port), "--lifetime", lifetime, "--stack", opts.bare_stack]
         proto = "kvs"
     else:
         argv = ["node", str(PEERJS), "--port", str(port), "--lifetime", lifetime]
@@ -689,6 +690,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--retries", type=int, default=1, help="at most this many retakes per measurement (default 1; 0 with --quick)"
     )
+    parser.add_argument(
+        "--bare-stack", choices=("picows", "aiohttp"), default="picows",
+        help="the bare relay's WebSocket stack (default picows: what serves signalite's plain WebSockets)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every raw figure to this file")
     parser.add_argument(
         "--profile-dir",
