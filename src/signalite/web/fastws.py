@@ -45,8 +45,10 @@ _MAX_HEAD = 8190  # aiohttp's own line limit; longer upgrade requests are left t
 _READ_BUFFER = 2048  # picows grows it as needed; most frames here are a few hundred bytes
 _CLOSE_WAIT = 5.0  # seconds the peer has to answer our close frame
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+# Every header line after the request line: a token, a colon, a value without control characters
+# (one pass over the block instead of one per line).
+_TARGET = re.compile(r"/[!-~]*")  # origin form, visible ASCII only
+_HEADER_LINES = re.compile(r"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*)+")
 
 
 class Upgrade:
@@ -82,19 +84,17 @@ def parse_upgrade(data: bytes) -> Upgrade | None:
         head = data[:end].decode("ascii")
     except UnicodeDecodeError:
         return None
-    lines = head.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or parts[0] != "GET" or parts[2] != "HTTP/1.1" or not parts[1].startswith("/"):
+    line_end = head.find("\r\n")
+    if line_end < 0 or _HEADER_LINES.fullmatch(head, line_end) is None:
+        return None
+    parts = head[:line_end].split(" ")
+    if len(parts) != 3 or parts[0] != "GET" or parts[2] != "HTTP/1.1" or _TARGET.fullmatch(parts[1]) is None:
         return None
     seen: dict[str, str] = {}
     raw: list[tuple[bytes, bytes]] = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or _TOKEN.fullmatch(name) is None:
-            return None
+    for line in head[line_end + 2 :].split("\r\n"):
+        name, _, value = line.partition(":")
         value = value.strip(" \t")
-        if _FIELD_VALUE.fullmatch(value) is None:
-            return None
         key = name.lower()
         if key in seen and key in _SINGLE:
             return None
@@ -339,8 +339,8 @@ _LOG = _PicowsLog()
 
 
 def hand_off(transport: asyncio.Transport, request: bytes, socket: FastSocket, on_gone: Callable[[], None]) -> bool:
-    """Give `transport` (reading paused, `request` already read from it) to a picows protocol serving
-    `socket`. False if picows did not take it (then the connection has been closed).
+    """Give `transport` (`request` already read from it) to a picows protocol serving `socket`.
+    False if picows did not take it (then the connection has been closed).
 
     `on_gone` runs once when the connection ends (the guard's count of open connections).
     """
@@ -370,5 +370,4 @@ def hand_off(transport: asyncio.Transport, request: bytes, socket: FastSocket, o
         socket._on_gone = None
         transport.abort()
         return False
-    transport.resume_reading()
     return True

@@ -221,19 +221,22 @@ class _GuardedProtocol(asyncio.Protocol):
         self._stop_watching()
         transport.pause_reading()  # nothing more is read until the connection has its protocol
         self._pending = pending = asyncio.ensure_future(taker.admit_upgrade(upgrade))
-        pending.add_done_callback(lambda task: self._upgrade_decided(taker, data, task))
+        pending.add_done_callback(lambda task: self._upgrade_admitted(taker, data, task))
         return True
 
-    def _upgrade_decided(self, taker: UpgradeTaker, data: bytes, task: asyncio.Future[FastSocket | bytes]) -> None:
+    def _upgrade_admitted(self, taker: UpgradeTaker, data: bytes, task: asyncio.Future[FastSocket | bytes]) -> None:
         transport = self._transport
         assert transport is not None
         if task.cancelled() or task.exception() is not None:
             if not task.cancelled():
                 logging.getLogger("signalite").error("ws.admission_failed", exc_info=task.exception())
-            self._pending = None
             transport.abort()
             return
-        result = task.result()
+        self._upgrade_decided(taker, data, task.result())
+
+    def _upgrade_decided(self, taker: UpgradeTaker, data: bytes, result: FastSocket | bytes) -> None:
+        transport = self._transport
+        assert transport is not None
         if self._lost:  # the client left while it was being admitted
             if isinstance(result, FastSocket):
                 taker.abandon(result)
@@ -245,6 +248,8 @@ class _GuardedProtocol(asyncio.Protocol):
         if not hand_off(transport, data, result, self._handed_off_gone):
             taker.abandon(result)
             self._handed_off_gone()
+        else:
+            transport.resume_reading()  # now for picows's protocol
 
     def _handed_off_gone(self) -> None:
         # The protocol that took this connection over tells us it has ended.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -60,6 +61,9 @@ CLOSE_GOING_AWAY = 1001
 
 _WANTED = ("X-Amz-ChannelARN", "X-Amz-ClientId")
 
+# Every viewer of a channel sends the same encoded ARN; decoding it costs more than a dict lookup.
+_unquote = functools.lru_cache(maxsize=4096)(unquote_plus)
+
 
 def _query(request: web.BaseRequest | Upgrade) -> dict[str, str]:
     """The two handshake parameters signalite reads (first value of each).
@@ -76,7 +80,7 @@ def _query(request: web.BaseRequest | Upgrade) -> dict[str, str]:
     for pair in target[mark + 1 :].split("&"):
         key, _, value = pair.partition("=")
         if key in _WANTED and key not in params:
-            params[key] = unquote_plus(value)
+            params[key] = _unquote(value)
     return params
 
 

@@ -38,6 +38,8 @@ def test_a_plain_upgrade_is_taken_with_its_target_and_headers() -> None:
         request().replace(b"GET ", b"POST "),
         request().replace(b"HTTP/1.1", b"HTTP/1.0"),
         request("http://example.com/"),  # absolute form
+        request("/?a=\x01b"),  # a control character in the target
+        request("/?a=\x7f"),
         request()[:-2],  # incomplete
         request() + b"GET / HTTP/1.1\r\n",  # pipelined bytes after it
         request().replace(b"Upgrade: websocket", b"Upgrade: h2c"),
@@ -56,7 +58,7 @@ def test_a_plain_upgrade_is_taken_with_its_target_and_headers() -> None:
         request(base=("Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {KEY}",
                       "Sec-WebSocket-Version: 13")),
     ],
-    ids=["post", "http10", "absolute", "incomplete", "pipelined", "h2c", "keep-alive", "version", "key", "two-hosts",
+    ids=["post", "http10", "absolute", "target-ctl", "target-del", "incomplete", "pipelined", "h2c", "keep-alive", "version", "key", "two-hosts",
          "body", "chunked", "bad-name", "no-colon", "folded", "control-char", "non-ascii", "too-long", "no-host"],
 )  # fmt: skip
 def test_anything_unusual_is_left_to_aiohttp(data: bytes) -> None:
