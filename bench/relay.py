@@ -17,6 +17,7 @@ The load generator (bench/loadgen/loadgen.mjs, Node) is pinned to CPU 1. Per can
             --window messages in flight to its master, which echoes each one back (closed loop):
             delivered messages/s and one-way latency p50/p99 at saturation
   half      the same, open loop at 50% of that candidate's saturation rate in this round
+  fixed     with --fixed-rates: the same at each given rate, equal for every candidate
   sessions  --session-concurrency loops of: connect a new viewer (presigned URL, new ClientId), send
             an SDP offer (2000-char payload), get the master's answer, close: offer sessions/s
 The order of the candidates rotates from round to round; the table shows medians and ratios.
@@ -452,6 +453,8 @@ def run_candidate(name: str, opts: argparse.Namespace, workdir: Path, tag: str) 
         out["saturation"] = measure(server, relay, opts, spy_dir and spy_dir / "relay.txt")
         half = {**relay, "rate": out["saturation"]["msgs_per_s"] / 2, "tag": "h"}
         out["half"] = measure(server, half, opts)
+        for i, rate in enumerate(opts.fixed_rates):
+            out[f"fixed{rate}"] = measure(server, {**relay, "rate": rate, "tag": f"f{i}"}, opts)
         sessions = {
             **_base_config(server, "sessions"), "concurrency": opts.session_concurrency, "offerLen": 2000,
             "warmup": opts.warmup, "duration": opts.duration,
@@ -522,21 +525,37 @@ ROWS: list[tuple[str, Getter, str, str | None]] = [
 ]
 
 
+def _rows(opts: argparse.Namespace) -> list[tuple[str, Getter, str, str | None]]:
+    """ROWS, with the latency rows of each --fixed-rates rate after the 50%-load ones."""
+    fixed: list[tuple[str, Getter, str, str | None]] = []
+    for rate in opts.fixed_rates:
+        key = f"fixed{rate}"
+        fixed += [
+            (f"latency p99 at {rate:,} msgs/s, ms", lambda r, k=key: r[k]["latency"]["p99_ms"] if k in r else None,
+             "{:.2f}", None),
+            (f"  server CPU at {rate:,} msgs/s", lambda r, k=key: r[k].get("server_cpu") if k in r else None,
+             "{:.0%}", None),
+        ]  # fmt: skip
+    at = next(i for i, row in enumerate(ROWS) if row[0] == "offer sessions/s")
+    return [*ROWS[:at], *fixed, *ROWS[at:]]
+
+
 def _fmt(fmt: str, v: float | None) -> str:
     return "-" if v is None else fmt.format(v)
 
 
 def report(results: dict[str, list[dict[str, Any]]], opts: argparse.Namespace) -> str:
     names = [n for n in CANDIDATES if results.get(n)]
+    table = _rows(opts)
     med: dict[str, dict[str, float | None]] = {
-        n: {label: _median([get(r) for r in results[n]]) for label, get, _, _ in ROWS} for n in names
+        n: {label: _median([get(r) for r in results[n]]) for label, get, _, _ in table} for n in names
     }
     head = ["", *(LABELS[n] for n in names)]
     ratio_cols = [(b, f"sig/{'bare' if b == 'bare' else 'PeerJS'}") for b in ("bare", "peerjs") if b in names]
     if "signalite" in names:
         head += [label for _, label in ratio_cols]
     rows = [head]
-    for label, _, fmt, better in ROWS:
+    for label, _, fmt, better in table:
         row = [label, *(_fmt(fmt, med[n][label]) for n in names)]
         if "signalite" in names:
             for base, _ in ratio_cols:
@@ -690,6 +709,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--retries", type=int, default=1, help="at most this many retakes per measurement (default 1; 0 with --quick)"
     )
+    parser.add_argument(
+        "--fixed-rates", type=lambda v: [int(x) for x in v.split(",") if x], default=[], metavar="R1,R2",
+        help="also measure latency at these fixed rates (msgs/s), the same for every candidate",
+    )  # fmt: skip
     parser.add_argument(
         "--bare-stack", choices=("picows", "aiohttp"), default="picows",
         help="the bare relay's WebSocket stack (default picows: what serves signalite's plain WebSockets)",
