@@ -523,6 +523,27 @@ def test_connections_per_address_are_capped(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_websockets_count_against_the_per_address_cap_and_free_their_slots(tmp_path: Path) -> None:
+    # Plain WebSockets leave the connection guard's protocol for picows (web/fastws.py); their slots
+    # must still count while they are open and come back when they close, round after round.
+    server = start_server(tmp_path, max_connections_per_address=3, header_timeout=30.0, limits="relaxed")
+    try:
+        status, body = signed_call(server, "/createSignalingChannel", {"ChannelName": "capped"})
+        assert status == 200, body
+        arn = str(body["ChannelARN"])
+        for round_ in range(3):
+            held = [raw_ws(server, ws_url(server, arn, f"v{round_}x{i}"), source="127.0.0.2") for i in range(3)]
+            extra = raw_socket(server, source="127.0.0.2")
+            assert closed_by_server(extra, 3.0), f"round {round_}: a fourth connection from one address was admitted"
+            extra.close()
+            for sock in held:
+                sock.close()
+            time.sleep(0.3)  # the server has seen the closes
+        assert_serves(server, source="127.0.0.2")
+    finally:
+        server.stop()
+
+
 def test_total_connections_are_capped(tmp_path: Path) -> None:
     server = start_server(tmp_path, max_connections=6, header_timeout=30.0)
     held: list[socket.socket] = []
@@ -582,8 +603,8 @@ def masked(opcode: int, payload: bytes, *, fin: bool = True, declared: int | Non
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-def raw_ws(server: SignaliteServer, url: str) -> socket.socket:
-    sock = raw_socket(server)
+def raw_ws(server: SignaliteServer, url: str, source: str | None = None) -> socket.socket:
+    sock = raw_socket(server, source=source)
     target = url.split(f"127.0.0.1:{server.port}", 1)[1]
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
