@@ -5,13 +5,10 @@ driven by the server's shifted clock instead of sleeping.
 
 from __future__ import annotations
 
-import base64
-import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlencode
 
 import aiohttp
 import botocore.auth
@@ -31,6 +28,7 @@ from wsutil import (
     frame,
     handshake,
     missing_arn,
+    raw_upgrade,
     recv_json,
     running,
     sdp_payload,
@@ -284,7 +282,6 @@ async def test_an_upgrade_after_other_requests_on_the_connection_is_served_by_ai
     # Only a connection's first request can skip aiohttp; a later upgrade on a kept-alive connection
     # is aiohttp's, and works the same.
     arn = h.create_channel()
-    key = base64.b64encode(os.urandom(16)).decode()
     with socket.create_connection(("127.0.0.1", h.port), timeout=10) as sock:
         sock.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{h.port}\r\n\r\n".encode())
         data = b""
@@ -292,26 +289,12 @@ async def test_an_upgrade_after_other_requests_on_the_connection_is_served_by_ai
             data += sock.recv(4096)
         head, _, body = data.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), head
-        length = int(
-            next(
-                v
-                for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
-                if k.lower() == b"content-length"
-            )
-        )
+        match = re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head)
+        assert match is not None, head
+        length = int(match.group(1))
         while len(body) < length:
             body += sock.recv(4096)
-        query = urlencode({"X-Amz-ChannelARN": arn})
-        sock.sendall(
-            (
-                f"GET /?{query} HTTP/1.1\r\nHost: 127.0.0.1:{h.port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += sock.recv(1)
-        assert data.startswith(b"HTTP/1.1 101"), data
+        raw_upgrade(sock, h.port, {"X-Amz-ChannelARN": arn})
         await wait_connections(h, 1)
         assert _stacks(h) == ["_SignalingWebSocket"]
         async with aiohttp.ClientSession() as session:

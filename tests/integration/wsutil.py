@@ -406,6 +406,12 @@ def raw_ws_connect(port: int, query: Mapping[str, str], *, rcvbuf: int | None = 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: sets the window
     sock.settimeout(10)
     sock.connect(("127.0.0.1", port))
+    raw_upgrade(sock, port, query)
+    return sock
+
+
+def raw_upgrade(sock: socket.socket, port: int, query: Mapping[str, str]) -> None:
+    """Send a WebSocket upgrade on `sock` and read the 101 (and nothing after it)."""
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         (
@@ -421,7 +427,6 @@ def raw_ws_connect(port: int, query: Mapping[str, str], *, rcvbuf: int | None = 
         data += chunk
     status = int(data.split(b" ", 2)[1])
     assert status == 101, data
-    return sock
 
 
 def wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int | None:
