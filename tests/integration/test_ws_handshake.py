@@ -5,6 +5,7 @@ driven by the server's shifted clock instead of sleeping.
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator

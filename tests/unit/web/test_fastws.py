@@ -58,7 +58,8 @@ def test_a_plain_upgrade_is_taken_with_its_target_and_headers() -> None:
         request(base=("Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {KEY}",
                       "Sec-WebSocket-Version: 13")),
     ],
-    ids=["post", "http10", "absolute", "target-ctl", "target-del", "incomplete", "pipelined", "h2c", "keep-alive", "version", "key", "two-hosts",
+    ids=["post", "http10", "absolute", "target-ctl", "target-del", "incomplete", "pipelined", "h2c", "keep-alive",
+         "version", "key", "two-hosts",
          "body", "chunked", "bad-name", "no-colon", "folded", "control-char", "non-ascii", "too-long", "no-host"],
 )  # fmt: skip
 def test_anything_unusual_is_left_to_aiohttp(data: bytes) -> None:
