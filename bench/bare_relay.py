@@ -1,6 +1,6 @@
 """The baseline for bench/relay.py: a bare KVS-style relay on signalite's WebSocket stack.
 
-picows + uvloop + orjson (`--stack picows`, the default: what serves signalite's plain WebSockets)
+picows + uvloop + orjson (`--stack picows`, the default: what serves signalite's WebSockets on a single node)
 or aiohttp + uvloop + orjson (`--stack aiohttp`: signalite's TLS and cluster WebSockets), and
 nothing else: accept `GET /?X-Amz-ChannelARN=…[&X-Amz-ClientId=…]`
 as a WebSocket (no ClientId = the master), parse each text frame with orjson, look the recipient

@@ -715,7 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--bare-stack", choices=("picows", "aiohttp"), default="picows",
-        help="the bare relay's WebSocket stack (default picows: what serves signalite's plain WebSockets)",
+        help="the bare relay's WebSocket stack (default picows: what serves signalite's WebSockets on a single node)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every raw figure to this file")
     parser.add_argument(

@@ -120,6 +120,11 @@ async def test_wss_connects_with_the_ca(tls: Harness, session: aiohttp.ClientSes
     await master.send_str(frame("SDP_ANSWER", answer, recipient="v1"))
     assert (await recv_json(viewer))["messagePayload"] == answer
     await barrier(master)
+
+    async def stacks() -> list[str]:
+        return [type(c.ws).__name__ for c in tls.server.server.sockets.connections.values()]
+
+    assert tls.server.call(stacks) == ["FastSocket", "FastSocket"]  # picows over TLS (web/fastws.py)
     # Without the CA the WSS handshake is refused by the client.
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
         await connect(session, tls.ws_url(arn, "v2"))

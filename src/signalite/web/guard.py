@@ -16,7 +16,7 @@ deadline resets sockets the browser is about to use. nginx and Node give a new c
 
 The wrapper forwards every protocol callback unchanged, so aiohttp (and the WebSockets it
 upgrades) behave exactly as without it. aiohttp's protocol is created when a connection's first
-bytes arrive: when those are a plain WebSocket upgrade and an `UpgradeTaker` is set, the connection
+bytes arrive: when those are an ordinary WebSocket upgrade and an `UpgradeTaker` is set, the connection
 goes to it instead (web/fastws.py) and aiohttp never sees it.
 """
 
@@ -38,7 +38,7 @@ from signalite.web.fastws import FastSocket, Upgrade, hand_off, parse_upgrade
 
 
 class UpgradeTaker(Protocol):
-    """Admits plain WebSocket upgrades taken off aiohttp (SignalingSockets)."""
+    """Admits ordinary WebSocket upgrades taken off aiohttp (SignalingSockets)."""
 
     @property
     def takes_upgrades(self) -> bool: ...
@@ -64,7 +64,7 @@ class ConnectionGuard:
         self.total = 0
         self.per_address: Counter[str] = Counter()
         self.refused = 0
-        # Where plain WebSocket upgrades go instead of aiohttp (None: all go to aiohttp).
+        # Where ordinary WebSocket upgrades go instead of aiohttp (None: all go to aiohttp).
         self.upgrades: UpgradeTaker | None = None
 
     def admit(self, address: str) -> bool:
@@ -209,11 +209,11 @@ class _GuardedProtocol(asyncio.Protocol):
             self._observe(data)
         self._aiohttp().data_received(data)
 
-    # -- plain WebSocket upgrades, served without aiohttp (web/fastws.py) -------------------------------
+    # -- ordinary WebSocket upgrades, served without aiohttp (web/fastws.py) ----------------------------
 
     def _take_upgrade(self, taker: UpgradeTaker, data: bytes) -> bool:
         transport = self._transport
-        if transport is None or not taker.takes_upgrades or transport.get_extra_info("ssl_object") is not None:
+        if transport is None or not taker.takes_upgrades:
             return False
         upgrade = parse_upgrade(data)
         if upgrade is None:

@@ -292,7 +292,7 @@ class SignalingSockets:
 
     @property
     def takes_upgrades(self) -> bool:
-        """Whether the guard may hand plain upgrade requests here (not on a cluster node: its
+        """Whether the guard may hand ordinary upgrade requests here (not on a cluster node: its
         forwards to other nodes are awaited in order, which the aiohttp read loop does)."""
         return not self.bus.clustered
 
