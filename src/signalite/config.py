@@ -106,8 +106,8 @@ _HELP: Mapping[str, str] = {
     "max_connections_per_address": "open connections per client address (default 1000; not with --limits off)",
     "header_timeout": "seconds a request's headers may take from their first byte (default 10)",
     "first_request_timeout": "seconds a new connection may stay silent before its first request (default 60)",
-    "websocket_stack": "auto (default): ordinary WebSocket handshakes on a single node are served by picows, "
-    "the rest by aiohttp; aiohttp: every WebSocket by aiohttp",
+    "websocket_stack": "auto (default): ordinary WebSocket handshakes are served by picows, the rest by "
+    "aiohttp; aiohttp: every WebSocket by aiohttp",
     "turn_uri": "a TURN URI handed out by GetIceServerConfig (repeatable; variable: comma-separated)",
     "turn_secret": "coturn static-auth-secret used to mint TURN credentials",
     "turn_ttl": "lifetime of TURN credentials in seconds (default 300)",

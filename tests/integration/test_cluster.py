@@ -222,7 +222,13 @@ def database() -> Iterator[str]:
 def cluster(redis_url: str, database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     name = unique_cluster("cl")
     data_dir = tmp_path_factory.mktemp("cluster")
-    nodes = start_nodes(["node-a", "node-b", "node-c"], node_args(redis_url, database, name), data_dir)
+    args = node_args(redis_url, database, name)
+    # Node C serves its WebSockets with aiohttp, A and B with picows (web/fastws.py): every cross-node
+    # test with a client on C covers both paths of a cluster node.
+    nodes = [Node("node-a", args, data_dir), Node("node-b", args, data_dir),
+             Node("node-c", [*args, "--websocket-stack", "aiohttp"], data_dir)]  # fmt: skip
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        list(pool.map(Node.start, nodes))
     c = Cluster(name, redis_url, database, data_dir, nodes)
     try:
         yield c

@@ -344,6 +344,30 @@ async def test_order_is_kept_while_the_route_is_learnt(cluster: Any) -> None:
     assert b.frames() == sent
 
 
+async def test_forwards_that_cannot_wait_keep_their_order_while_redis_is_behind(cluster: Any) -> None:
+    """forward_nowait (the picows path's callbacks): while the command connection is paused (its write
+    buffer full), forwards queue in order, mixed with awaited ones, and all go out once it resumes."""
+    a, b = await cluster("A"), await cluster("B")
+    await b.connect(ARN, None)
+    await settle(a, b)
+    cmd = a.bus._cmd
+    assert cmd is not None
+    cmd.pause_writing()  # what the transport says when Redis does not read fast enough
+    sent = [f"m{i}" for i in range(50)]
+    for frame in sent[:30]:
+        a.bus.forward_nowait(Forward(ARN, None, ICE, "v", frame, 60))
+    awaited = asyncio.ensure_future(a.bus.forward(Forward(ARN, None, ICE, "w", "other", 60)))
+    await asyncio.sleep(0.2)
+    assert b.frames() == [] and not awaited.done()  # nothing overtook the pause
+    cmd.resume_writing()
+    for frame in sent[30:]:  # behind the backlog, if it has not drained yet
+        a.bus.forward_nowait(Forward(ARN, None, ICE, "v", frame, 60))
+    await awaited
+    await settle(a, b)
+    assert [f for f in b.frames() if f != "other"] == sent
+    assert "other" in b.frames()
+
+
 async def test_a_route_is_learnt_only_once_its_connection_channel_is_subscribed(cluster: Any) -> None:
     """Until the node's SUBSCRIBE is processed the route script delivers through the node's channel, and
     must not hand out the connection's channel: a PUBLISH there could overtake a re-routed message."""

@@ -39,7 +39,7 @@ from wsutil import (
 
 @pytest.fixture(params=["auto", "aiohttp"])
 def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    # Every test runs on both WebSocket paths: picows (plain upgrades) and aiohttp (web/fastws.py).
+    # Every test runs on both WebSocket paths: picows (ordinary upgrades) and aiohttp (web/fastws.py).
     with running({"limits": "aws", "websocket_stack": request.param}) as harness:
         yield harness
 

@@ -73,6 +73,9 @@ class Bus(Protocol):
     async def forward(self, forward: Forward) -> None:
         """Deliver to the node holding the recipient, or buffer for the TTL."""
 
+    def forward_nowait(self, forward: Forward) -> None:
+        """`forward` from a callback that cannot wait: in the order of the calls, like awaited forwards."""
+
     async def master_present(self, arn: str) -> bool: ...
 
     async def publish_event(self, event: Mapping[str, Any]) -> None:

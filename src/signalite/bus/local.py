@@ -44,6 +44,9 @@ class LocalBus:
     async def forward(self, forward: Forward) -> None:  # pragma: no cover - unclustered hubs never forward
         raise RuntimeError("a single-node hub does not forward")
 
+    def forward_nowait(self, forward: Forward) -> None:  # pragma: no cover - unclustered hubs never forward
+        raise RuntimeError("a single-node hub does not forward")
+
     async def master_present(self, arn: str) -> bool:
         return self.hub.has_master(arn)
 

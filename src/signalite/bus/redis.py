@@ -54,7 +54,7 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import orjson
@@ -241,6 +241,7 @@ class RedisBus:
         self._sub: Link | None = None
         self._routes: dict[tuple[str, str | None], _Route] = {}
         self._inbox: deque[tuple[bytes, bytes]] = deque()
+        self._backlog: deque[Forward] = deque()  # forward_nowait() calls waiting for Redis to keep up
         self._inbox_ready = asyncio.Event()
         self._pongs: deque[asyncio.Future[None]] = deque()
         self._dispatching = False
@@ -250,6 +251,7 @@ class RedisBus:
         self._unlogged_losses = 0
         self._handler: BusHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self.connected = False
         self.live_nodes: list[str] = []
         self.lost_messages = 0
@@ -621,15 +623,41 @@ class RedisBus:
         # connection's messages reach Redis in the order it sent them. Nothing to wait for unless
         # Redis is not keeping up (then the writer waits for the connection's buffer to drain).
         cmd = self._cmd
+        if cmd is not None and cmd.paused is not None and not cmd.closed:
+            await asyncio.shield(cmd.paused)
+        self._forward(forward)
+
+    def forward_nowait(self, forward: Forward) -> None:
+        # While Redis is not keeping up, forwards wait here in their order; a later one never
+        # overtakes them (a connection's messages keep their order).
+        backlog = self._backlog
+        cmd = self._cmd
+        if backlog or (cmd is not None and cmd.paused is not None and not cmd.closed):
+            backlog.append(forward)
+            if len(backlog) == 1:
+                self._spawn(self._drain_backlog())
+            return
+        self._forward(forward)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _drain_backlog(self) -> None:
+        backlog = self._backlog
+        while backlog:
+            cmd = self._cmd
+            if cmd is not None and cmd.paused is not None and not cmd.closed:
+                await asyncio.shield(cmd.paused)
+                continue
+            self._forward(backlog.popleft())
+
+    def _forward(self, forward: Forward) -> None:
+        cmd = self._cmd
         if cmd is None or cmd.closed:
             self._lost(1, "ConnectionError")
             return
-        if cmd.paused is not None:
-            await asyncio.shield(cmd.paused)
-            cmd = self._cmd
-            if cmd is None or cmd.closed:
-                self._lost(1, "ConnectionError")
-                return
         route = self._routes.get((forward.channel_arn, forward.recipient)) if self.route_cache else None
         if route is None:
             self._route(forward, b"1")

@@ -1,4 +1,4 @@
-"""Signaling WebSockets served by picows instead of aiohttp (on a single node).
+"""Signaling WebSockets served by picows instead of aiohttp.
 
 Theory of operation. A KVS client opens a fresh TCP connection for each signaling WebSocket and
 sends one GET with `Upgrade: websocket` as its first bytes. The connection guard (web/guard.py)
@@ -7,9 +7,10 @@ request (`parse_upgrade`), the guard holds the connection's reading, and `Signal
 admits it (auth, channel, hub) exactly as for an aiohttp request. An admitted connection is handed,
 bytes and all, to a picows protocol (`hand_off`), which answers the handshake and parses frames in
 Cython; `FastSocket` carries its frames to the hub. A refusal is written as the same AWS error
-response aiohttp would have sent. TLS makes no difference (the hand-off happens above it). Anything
-else -- a cluster node, an upgrade after other requests, any header the check does not recognise, or
-picows missing -- goes to aiohttp untouched, whose WebSocket path stays complete.
+response aiohttp would have sent. TLS makes no difference (the hand-off happens above it), nor does
+a cluster (forwards to other nodes go out through `Bus.forward_nowait`, in order). Anything else --
+an upgrade after other requests, any header the check does not recognise, or picows missing -- goes
+to aiohttp untouched, whose WebSocket path stays complete.
 
 Why: aiohttp keeps a request handler, a parsed request, a handler task and a response object alive
 for each socket's whole life. Skipping them costs less per connection set up and per idle

@@ -292,9 +292,8 @@ class SignalingSockets:
 
     @property
     def takes_upgrades(self) -> bool:
-        """Whether the guard may hand ordinary upgrade requests here (not on a cluster node: its
-        forwards to other nodes are awaited in order, which the aiohttp read loop does)."""
-        return not self.bus.clustered
+        """Whether the guard may hand ordinary upgrade requests here."""
+        return True
 
     async def admit_upgrade(self, upgrade: Upgrade) -> FastSocket | bytes:
         """Admit an upgrade the guard took off aiohttp: the socket to serve it, or the refusal to send."""
@@ -322,11 +321,11 @@ class SignalingSockets:
         transport.set_write_buffer_limits(high=self.max_send_buffer * 4)
         event(logging.DEBUG, "ws.connected", channel=conn.channel_arn, role=conn.role, client_id=conn.client_id)
         self.record("connected", conn.channel_arn, role=conn.role.value, client_id=conn.client_id)
-        for action in actions:  # the buffered frames first, in order (no Forward: not clustered)
-            self._perform_local(action, flushing=True)
+        for action in actions:  # the buffered frames first, in order
+            self._perform_now(action, flushing=True)
         early, conn.early = conn.early, None
         for action in early or ():
-            self._perform_local(action, flushing=False)
+            self._perform_now(action, flushing=False)
 
     def fast_text(self, socket: FastSocket, text: str) -> None:
         self._on_text(socket.key[0], text)
@@ -405,11 +404,14 @@ class SignalingSockets:
                 direct.on_text = direct.conn = None
 
     def _on_text(self, conn: Connection, text: str) -> None:
-        """A text frame from the parser's callback (direct dispatch; never in clustered mode)."""
+        """A text frame from the parser's callback (direct dispatch, and the picows path)."""
         try:
             actions = self.hub.receive(conn.id, text, self.monotonic())
             for action in actions:
-                self._perform_local(action, flushing=False)
+                if isinstance(action, Forward):
+                    self.bus.forward_nowait(action)
+                else:
+                    self._perform_local(action, flushing=False)
         except Exception:  # a bug here must cost this connection, never the parser or the server
             logging.getLogger("signalite").exception("ws.dispatch_failed")
             self._close(conn, 1011, "internal error")
@@ -421,6 +423,13 @@ class SignalingSockets:
                 await self.bus.forward(action)
             else:
                 self._perform_local(action, flushing=flushing)
+
+    def _perform_now(self, action: Action, *, flushing: bool) -> None:
+        """`perform` for one action, from a callback that cannot wait (forwards keep their order)."""
+        if isinstance(action, Forward):
+            self.bus.forward_nowait(action)
+        else:
+            self._perform_local(action, flushing=flushing)
 
     def _perform_local(self, action: Action, *, flushing: bool) -> None:
         """A Send or Close for a connection of this node."""
