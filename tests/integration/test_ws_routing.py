@@ -5,13 +5,16 @@ message rates and pings. Time-dependent rules move the server's clock with `adva
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -549,3 +552,38 @@ async def test_frames_keep_their_order_when_pings_come_between(h: Harness, sessi
         assert frames[:2] == [(0xA, b"p0"), (0xA, b"p1")]
     finally:
         sock.close()
+
+
+async def test_frames_sent_before_the_101_are_not_lost(h: Harness, session: aiohttp.ClientSession) -> None:
+    # A client may send its first frames right behind the upgrade request, without waiting for the
+    # 101: they reach the server while the handshake is still being admitted, and must be kept.
+    arn = h.create_channel()
+    master = await connect(session, h.ws_url(arn))
+    payloads = [ice_payload(i) for i in range(3)]
+    sockets = h.server.server.sockets
+    admit = sockets.admit_upgrade
+
+    async def slow_admission(upgrade: Any) -> Any:  # (the picows path) widen the window to hit it surely
+        await asyncio.sleep(0.3)
+        return await admit(upgrade)
+
+    sockets.admit_upgrade = slow_admission
+    key = base64.b64encode(os.urandom(16)).decode()
+    query = urlencode({"X-Amz-ChannelARN": arn, "X-Amz-ClientId": "eager"})
+    with socket.create_connection(("127.0.0.1", h.port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(
+            (
+                f"GET /?{query} HTTP/1.1\r\nHost: 127.0.0.1:{h.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        await asyncio.sleep(0.1)  # the request is read alone, and its admission is under way
+        for p in payloads:
+            sock.sendall(ws_frame(frame("ICE_CANDIDATE", p).encode()))
+        for p in payloads:
+            assert_from_viewer(await recv_json(master), "eager", "ICE_CANDIDATE", p)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096)
+        assert data.startswith(b"HTTP/1.1 101"), data

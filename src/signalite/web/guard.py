@@ -201,7 +201,12 @@ class _GuardedProtocol(asyncio.Protocol):
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self._inner is None and self._pending is None:
+        if self._inner is None:
+            if self._pending is not None:  # frames sent before the 101 (clients wait for it; rare)
+                self._head += data
+                if len(self._head) > _MAX_HEAD and self._transport is not None:
+                    self._transport.abort()
+                return
             taker = self._guard.upgrades
             if taker is not None and data[:4] == b"GET " and self._take_upgrade(taker, data):
                 return
@@ -218,9 +223,8 @@ class _GuardedProtocol(asyncio.Protocol):
         upgrade = parse_upgrade(data)
         if upgrade is None:
             return False
-        self._stop_watching()
-        transport.pause_reading()  # nothing more is read until the connection has its protocol
-        self._pending = pending = asyncio.ensure_future(taker.admit_upgrade(upgrade))
+        self._stop_watching()  # (and `_head`, empty now, keeps what arrives during the admission)
+        self._pending = pending = asyncio.get_running_loop().create_task(taker.admit_upgrade(upgrade))
         pending.add_done_callback(lambda task: self._upgrade_admitted(taker, data, task))
         return True
 
@@ -245,11 +249,12 @@ class _GuardedProtocol(asyncio.Protocol):
             transport.write(result)
             transport.close()
             return
+        if self._head:
+            data += self._head
+            self._head.clear()
         if not hand_off(transport, data, result, self._handed_off_gone):
             taker.abandon(result)
             self._handed_off_gone()
-        else:
-            transport.resume_reading()  # now for picows's protocol
 
     def _handed_off_gone(self) -> None:
         # The protocol that took this connection over tells us it has ended.
