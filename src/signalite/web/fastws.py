@@ -164,6 +164,8 @@ if AVAILABLE:
     _Listener: Any = picows.WSListener
     _TEXT, _BINARY, _CONTINUATION = picows.WSMsgType.TEXT, picows.WSMsgType.BINARY, picows.WSMsgType.CONTINUATION
     _PING, _PONG, _CLOSE = picows.WSMsgType.PING, picows.WSMsgType.PONG, picows.WSMsgType.CLOSE
+    _CLOSE_CODES = {code.value: code for code in picows.WSCloseCode}
+    _NORMAL, _NO_CODE = picows.WSCloseCode.OK, picows.WSCloseCode.NO_INFO
 else:  # pragma: no cover
     _Listener = object
 
@@ -267,13 +269,14 @@ class FastSocket(_Listener):  # type: ignore[misc]
             self.owner.fast_text(self, text)
 
     def _peer_closed(self, transport: Any, frame: Any) -> None:
+        code = frame.get_close_code()
+        if code == _NO_CODE:
+            code = _NORMAL
         if self.close_code is None:
-            code = frame.get_close_code()
-            self.close_code = int(code.value if hasattr(code, "value") else code)
+            self.close_code = code.value
         if not self.closing:
             self.closing = True
-            # Echo the peer's code, as RFC 6455 asks (1000 when it sent none).
-            transport.send_close(_close_code(self.close_code or 1000))
+            transport.send_close(code)  # echo the peer's code, as RFC 6455 asks (1000 when it sent none)
         transport.disconnect()
 
     # -- closing -----------------------------------------------------------------------------------
@@ -295,10 +298,8 @@ class FastSocket(_Listener):  # type: ignore[misc]
 
 
 def _close_code(code: int) -> Any:
-    try:
-        return picows.WSCloseCode(code)
-    except ValueError:  # not one picows names (the hub only uses those it does)
-        return picows.WSCloseCode.OK
+    # (not one picows names: 1000; the hub only uses codes it does)
+    return _CLOSE_CODES.get(code, _NORMAL)
 
 
 class _PicowsLog:

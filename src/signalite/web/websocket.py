@@ -62,6 +62,7 @@ CLOSE_GOING_AWAY = 1001
 _WANTED = ("X-Amz-ChannelARN", "X-Amz-ClientId")
 
 # Every viewer of a channel sends the same encoded ARN; decoding it costs more than a dict lookup.
+# (Values with nothing to decode, such as most ClientIds, skip it and stay out of the cache.)
 _unquote = functools.lru_cache(maxsize=4096)(unquote_plus)
 
 
@@ -80,7 +81,7 @@ def _query(request: web.BaseRequest | Upgrade) -> dict[str, str]:
     for pair in target[mark + 1 :].split("&"):
         key, _, value = pair.partition("=")
         if key in _WANTED and key not in params:
-            params[key] = _unquote(value)
+            params[key] = _unquote(value) if "%" in value or "+" in value else value
     return params
 
 
