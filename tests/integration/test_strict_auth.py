@@ -1049,6 +1049,18 @@ def test_expired_or_future_presigned_url_is_refused(
     assert_date_close(answer.headers, server.clock.time())
 
 
+@pytest.mark.parametrize("offset", [400.0, -400.0])
+def test_handshake_clock_refusal_carries_the_servers_time_in_date(
+    server: SignaliteServer, clock: Any, channel: str, offset: float
+) -> None:
+    # As on REST: the Date of a refused handshake is the (here: injected) clock the URL was judged by.
+    url = presigned(server, channel, "skewed-viewer", now=time.time())
+    clock.offset = offset
+    answer = handshake(server.port, url)
+    assert answer.status == 403, (answer.status, answer.body[:300])
+    assert_date_close(answer.headers, clock.time())
+
+
 def test_presigned_url_valid_until_its_expiry(server: SignaliteServer, clock: Any, channel: str) -> None:
     url = presigned(server, channel, "edge-viewer", expires=60)
     clock.offset += 55

@@ -24,7 +24,6 @@ import base64
 import email.utils
 import logging
 import re
-import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -138,14 +137,17 @@ def _valid_key(key: str) -> bool:
         return False
 
 
-def refusal_response(status: int, headers: dict[str, str], body: bytes) -> bytes:
-    """An HTTP/1.1 response that closes the connection (a refused handshake), as bytes."""
+def refusal_response(status: int, headers: dict[str, str], body: bytes, now: float) -> bytes:
+    """An HTTP/1.1 response that closes the connection (a refused handshake), as bytes.
+
+    `now` is the server's (injectable) clock: the KVS C SDK corrects its clock from this Date.
+    """
     reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     lines = [f"HTTP/1.1 {status} {reason}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     lines += [
         f"Content-Length: {len(body)}",
-        f"Date: {email.utils.formatdate(time.time(), usegmt=True)}",
+        f"Date: {email.utils.formatdate(now, usegmt=True)}",
         "Connection: close",
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body

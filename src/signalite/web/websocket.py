@@ -303,7 +303,7 @@ class SignalingSockets:
         except (StoreUnavailable, ConnectRefused, ServiceError) as e:
             response = error_response(self._refusal(e, upgrade))
             assert isinstance(response.body, bytes)
-            return refusal_response(response.status, dict(response.headers), response.body)
+            return refusal_response(response.status, dict(response.headers), response.body, self.clock())
         socket = FastSocket(self, (conn, actions))
         conn.ws = socket
         return socket

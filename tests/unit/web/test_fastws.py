@@ -81,12 +81,12 @@ def test_never_raises_on_arbitrary_bytes(data: bytes) -> None:
 
 def test_refusal_response_is_a_closing_http_response_with_the_body() -> None:
     body = b'{"__type":"ResourceNotFoundException"}'
-    raw = refusal_response(404, {"Content-Type": "application/json", "x-amzn-ErrorType": "X"}, body)
+    raw = refusal_response(404, {"Content-Type": "application/json", "x-amzn-ErrorType": "X"}, body, 1_800_000_000)
     head, _, rest = raw.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     assert lines[0] == "HTTP/1.1 404 Not Found"
     assert "Content-Type: application/json" in lines
     assert f"Content-Length: {len(body)}" in lines
     assert "Connection: close" in lines
-    assert any(line.startswith("Date: ") and line.endswith(" GMT") for line in lines)
+    assert "Date: Fri, 15 Jan 2027 08:00:00 GMT" in lines  # the clock it was given
     assert rest == body
