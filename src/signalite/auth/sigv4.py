@@ -59,7 +59,9 @@ below): a REST call without a query string, and a connect URL laid out as the KV
 are checked from cached parses of what repeats between requests (the Authorization header without
 its signature, the credential scope, the timestamp) against the one canonical form those clients
 sign. A fast path only ever accepts; anything else, including every failure, goes to the general
-path, which alone words the errors. Nothing is cached on a signature or a verdict.
+path, which alone words the errors. Nothing is cached on a signature or a verdict. A server calls
+the fast paths first on the raw target and its parser's headers (`accept_request`,
+`accept_presigned`), so the usual request builds no `RequestParts`.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ import email.utils
 import functools
 import hashlib
 import hmac
+import importlib
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -101,6 +104,31 @@ TERMINATOR = "aws4_request"
 DEFAULT_SERVICE = "kinesisvideo"
 MAX_EXPIRES = 604800
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def _small_sha256() -> Callable[[bytes], hashlib._Hash]:
+    """CPython's own SHA-256 (`_sha2`, 3.12+; `_sha256` before), else hashlib's (OpenSSL).
+
+    The fast paths hash a few hundred bytes four times per request. OpenSSL 3 spends more on its
+    EVP layers (a context and a provider context allocated per object, copy and digest) than on
+    the hashing at that size, and that code is large: in a busy server, with cold caches, it costs
+    several times what a hot loop shows. CPython's is one small function and an inline state.
+    """
+    for name in ("_sha2", "_sha256"):
+        try:
+            sha256: Callable[[bytes], hashlib._Hash] = importlib.import_module(name).sha256
+        except (ImportError, AttributeError):
+            continue
+        if sha256(b"abc").hexdigest() == _ABC_SHA256:
+            return sha256
+    return hashlib.sha256
+
+
+_ABC_SHA256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2, B.1
+_sha256 = _small_sha256()
+# Past this many bytes OpenSSL's faster hashing (SHA extensions) outweighs its overhead: longer
+# inputs are hashed by hashlib.
+_SMALL = 512
 
 # Headers our own signer leaves out, as botocore does (hop-by-hop or rewritten by proxies).
 _UNSIGNABLE_HEADERS = frozenset(
@@ -291,7 +319,7 @@ def _signing_pads(secret: str, date: str, region: str, service: str) -> tuple[ha
     `hmac.digest` over a string to sign). They are only ever copied, never updated.
     """
     block = _signing_key(secret, date, region, service).ljust(64, b"\0")  # 32 bytes: below SHA-256's block
-    return hashlib.sha256(block.translate(_IPAD)), hashlib.sha256(block.translate(_OPAD))
+    return _sha256(block.translate(_IPAD)), _sha256(block.translate(_OPAD))
 
 
 def _signature(key: bytes, amz_date: str, scope: Scope, canonical_request: str) -> str:
@@ -606,23 +634,38 @@ def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
 class _Scoped:
     """A credential scope with what a request signed in it needs, memoised for the last key seen."""
 
-    __slots__ = ("bound", "line", "scope")
+    __slots__ = ("bound", "dated", "line", "scope")
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
         self.line = f"{scope.date}/{scope.region}/{scope.service}/{TERMINATOR}"  # as in the string to sign
         # (credential, inner pad state, outer pad state, Verified): one attribute, replaced whole.
-        self.bound: tuple[Credential, hashlib._Hash, hashlib._Hash, Verified] | None = None
+        self.bound: _Bound | None = None
+        # (X-Amz-Date, the `bound` it was made from, its inner state after the string to sign's
+        # first three lines): they repeat for as long as the timestamp does. Replaced whole.
+        self.dated: tuple[str, _Bound, hashlib._Hash] | None = None
 
-    def bind(self, credential: Credential) -> tuple[Credential, hashlib._Hash, hashlib._Hash, Verified]:
+    def bind(self, credential: Credential) -> _Bound:
         scope = self.scope
         inner, outer = _signing_pads(credential.secret_access_key, scope.date, scope.region, scope.service)
         self.bound = bound = (credential, inner, outer, Verified(credential=credential, scope=scope))
         return bound
 
+    def date(self, bound: _Bound, amz_date: str) -> tuple[str, _Bound, hashlib._Hash]:
+        mac = bound[1].copy()
+        mac.update(f"{ALGORITHM}\n{amz_date}\n{self.line}\n".encode())
+        self.dated = dated = (amz_date, bound, mac)
+        return dated
+
+
+_Bound = tuple[Credential, "hashlib._Hash", "hashlib._Hash", Verified]
+_AuthHead = tuple[_Scoped, tuple[str, ...], str]  # (scope, signed header names, "a;b;c")
+
 
 # Authorization header up to and including its last "Signature=" -> (scope, names, "a;b;c").
-_AUTH_HEADERS: dict[str, tuple[_Scoped, tuple[str, ...], str]] = {}
+_AUTH_HEADERS: dict[str, _AuthHead] = {}
+# The last of them a request of a known key came with, and its parse (one slot, replaced whole).
+_LAST_HEAD: list[tuple[str, _AuthHead] | None] = [None]
 # Presigned X-Amz-Credential / X-Amz-SignedHeaders, as sent (still percent-encoded) -> parse.
 _PRESIGN_SCOPES: dict[str, _Scoped] = {}
 _PRESIGN_SIGNED: dict[str, tuple[tuple[str, ...], str]] = {}
@@ -671,7 +714,7 @@ def _uri(path: str) -> str:
     return _remember(_URIS, path, _canonical_uri(path)) if uri is None else uri
 
 
-def _parse_auth_head(head: str) -> tuple[_Scoped, tuple[str, ...], str] | None:
+def _parse_auth_head(head: str) -> _AuthHead | None:
     """What an Authorization header of `head` + <64 hex digits> says, or None when it is bad.
 
     Parsed with two stand-in signatures: when each comes out as the Signature field, that field is
@@ -698,19 +741,23 @@ def _fast_accept(
     bound = scoped.bound
     if bound is None or bound[0] is not credential:
         bound = scoped.bind(credential)
-    _, inner, outer, verified = bound
     try:
-        request_hash = hashlib.sha256(canonical_request.encode("utf-8", "surrogateescape")).hexdigest()
+        data = canonical_request.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         return None  # the general path knows how to hash it
-    # HMAC-SHA256(kSigning, StringToSign), from the precomputed pad states (RFC 2104).
-    mac = inner.copy()
-    mac.update(f"{ALGORITHM}\n{amz_date}\n{scoped.line}\n{request_hash}".encode())
+    request_hash = (_sha256 if len(data) <= _SMALL else hashlib.sha256)(data).hexdigest()
+    # HMAC-SHA256(kSigning, StringToSign), from the precomputed pad states (RFC 2104), the inner one
+    # already past the string to sign's algorithm, timestamp and scope lines.
+    dated = scoped.dated
+    if dated is None or dated[1] is not bound or dated[0] != amz_date:
+        dated = scoped.date(bound, amz_date)
+    mac = dated[2].copy()
+    mac.update(request_hash.encode())
     digest = mac.digest()
-    mac = outer.copy()
+    mac = bound[2].copy()
     mac.update(digest)
     if provided.isascii() and hmac.compare_digest(mac.hexdigest(), provided):
-        return verified
+        return bound[3]
     return None
 
 
@@ -725,34 +772,48 @@ def _mapping_values(headers: Mapping[str, str]) -> HeaderValues:
     return values
 
 
-def _fast_signed(
+def accept_request(
     method: str,
     path: str,
     values: HeaderValues,
     body: bytes,
     lookup: SecretLookup,
     now: float,
-    service: str,
-    max_skew: float,
+    service: str = DEFAULT_SERVICE,
+    max_skew: float = 300.0,
 ) -> Verified | None:
-    """`verify_request` for a header-signed request without a query string; None: ask the general path.
+    """`verify_request`'s fast path, from the raw parts of a request without a query string.
 
-    Each header it reads must have come once (a repeated one is the general path's, which joins them).
+    The `Verified` that `verify_request` would return, or None when the fast path cannot tell: then
+    call `verify_request`, which alone refuses (and words why). A server calls this first and so
+    builds no `RequestParts`: `values` may be its parser's `headers.getall`. Each header read must
+    have come once; a repeated one is left to the general path, which joins the values.
     """
     found = values("authorization", None)
     if found is None or len(found) != 1:
         return None
     auth = found[0]
-    cut = auth.rfind("Signature=") + 10
-    if cut < 10:
-        return None
-    head = auth[:cut]
-    parsed = _AUTH_HEADERS.get(head)
-    fresh = parsed is None
-    if parsed is None:
-        parsed = _parse_auth_head(head)
-        if parsed is None:
+    last = _LAST_HEAD[0]
+    if last is not None and auth.startswith(last[0]):
+        # The usual case: the header the previous request of a known key came with, but for the
+        # signature. What follows the head can only be accepted if it is the 64 hex digits we
+        # compute, so this reads the header exactly as the search below would.
+        head, parsed = last
+        cut = len(head)
+        fresh = False
+    else:
+        cut = auth.rfind("Signature=") + 10
+        if cut < 10:
             return None
+        head = auth[:cut]
+        known = _AUTH_HEADERS.get(head)
+        fresh = known is None
+        if known is None:
+            known = _parse_auth_head(head)
+            if known is None:
+                return None
+        parsed = known
+        last = None
     scoped, signed, signed_line = parsed
     scope = scoped.scope
     found = values("x-amz-date", None)
@@ -773,13 +834,18 @@ def _fast_signed(
             return None
     if fresh:  # only now: headers naming unknown keys must not crowd out the known ones
         _remember(_AUTH_HEADERS, head, parsed)
+    if last is None:
+        _LAST_HEAD[0] = (head, parsed)
     lines = []
     for name in signed:
+        if name == "x-amz-date":  # read and checked above: 16 characters, no whitespace to trim
+            lines.append(f"x-amz-date:{amz_date}\n")
+            continue
         found = values(name, None)
         if found is None or len(found) != 1:
             return None
         lines.append(f"{name}:{' '.join(found[0].split())}\n")
-    payload = hashlib.sha256(body).hexdigest()
+    payload = (_sha256 if len(body) <= _SMALL else hashlib.sha256)(body).hexdigest()
     found = values("x-amz-content-sha256", None)
     if found is not None:
         if len(found) != 1:
@@ -799,12 +865,12 @@ def _fast_request(
     """`verify_request` for a header-signed request without a query string; None: ask the general path."""
     if parts.query:
         return None
-    return _fast_signed(
+    return accept_request(
         parts.method, parts.path, _mapping_values(parts.headers), parts.body, lookup, now, service, max_skew
     )
 
 
-def _fast_query(
+def accept_presigned(
     method: str,
     path: str,
     query: str,
@@ -812,10 +878,14 @@ def _fast_query(
     body: bytes,
     lookup: SecretLookup,
     now: float,
-    service: str,
-    max_skew: float,
+    service: str = DEFAULT_SERVICE,
+    max_skew: float = 300.0,
 ) -> Verified | None:
-    """`verify_presigned` for a connect URL as the KVS SDKs write it; None: ask the general path."""
+    """`verify_presigned`'s fast path, from a request's raw parts (see `accept_request`).
+
+    For a connect URL as the KVS SDKs write it: the `Verified` that `verify_presigned` would
+    return, or None: then call `verify_presigned`.
+    """
     match = _KVS_QUERY_RE.fullmatch(query)
     if match is None:
         return None
@@ -875,7 +945,7 @@ def _fast_query(
     # The canonical query: the query as received, less its "&X-Amz-Signature=..." piece (never the first).
     start, end = match.span(group)
     canonical_query = query[: start - 17] + query[end:]
-    payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+    payload = (_sha256 if len(body) <= _SMALL else hashlib.sha256)(body).hexdigest() if body else EMPTY_SHA256
     uri = _URIS.get(path) or _uri(path)
     canonical_request = f"{method.upper()}\n{uri}\n{canonical_query}\n{''.join(lines)}\n{signed_line}\n{payload}"
     return _fast_accept(scoped, credential, amz_date, canonical_request, provided)
@@ -885,7 +955,7 @@ def _fast_presigned(
     parts: RequestParts, lookup: SecretLookup, now: float, service: str, max_skew: float
 ) -> Verified | None:
     """`verify_presigned` for a connect URL as the KVS SDKs write it; None: ask the general path."""
-    return _fast_query(
+    return accept_presigned(
         parts.method,
         parts.path,
         parts.query,
@@ -934,26 +1004,6 @@ def verify_request(
     return _fast_request(parts, lookup, now, service, max_skew) or _verify_request(
         parts, lookup, now, service, max_skew
     )
-
-
-def accept_request(
-    method: str,
-    path: str,
-    values: HeaderValues,
-    body: bytes,
-    lookup: SecretLookup,
-    now: float,
-    *,
-    service: str = DEFAULT_SERVICE,
-    max_skew: float = 300.0,
-) -> Verified | None:
-    """`verify_request`'s fast path alone, for a request without a query string, from its raw parts.
-
-    The `Verified` that `verify_request` would return, or None when the fast path cannot tell: then
-    call `verify_request`, which alone refuses (and words why). A server calls this first to spare
-    building `RequestParts`: `values` may be its parser's `headers.getall`.
-    """
-    return _fast_signed(method, path, values, body, lookup, now, service, max_skew)
 
 
 def _verify_request(parts: RequestParts, lookup: SecretLookup, now: float, service: str, max_skew: float) -> Verified:
@@ -1009,25 +1059,6 @@ def verify_presigned(
     return _fast_presigned(parts, lookup, now, service, max_skew) or _verify_presigned(
         parts, _split_query(parts.query), lookup, now, service, max_skew
     )
-
-
-def accept_presigned(
-    method: str,
-    path: str,
-    query: str,
-    values: HeaderValues,
-    body: bytes,
-    lookup: SecretLookup,
-    now: float,
-    *,
-    service: str = DEFAULT_SERVICE,
-    max_skew: float = 300.0,
-) -> Verified | None:
-    """`verify_presigned`'s fast path alone, from a request's raw parts (see `accept_request`).
-
-    The `Verified` that `verify_presigned` would return, or None: then call `verify_presigned`.
-    """
-    return _fast_query(method, path, query, values, body, lookup, now, service, max_skew)
 
 
 def _verify_presigned(

@@ -54,6 +54,7 @@ class HeaderView(Mapping[str, str]):
 
     A view, not a copy: verification reads a handful of headers, so only those are looked at.
     Names asked for must be lower case (the multidict underneath does not care, a dict would).
+    The fast paths read the multidict itself (`getall`); this is for the general path.
     """
 
     __slots__ = ("_headers",)

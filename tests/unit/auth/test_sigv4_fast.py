@@ -569,6 +569,89 @@ def test_signing_pads_compute_hmac() -> None:
     assert inner.copy().hexdigest() == sigv4._signing_pads(SECRET, "20231114", REGION, SERVICE)[0].hexdigest()
 
 
+@pytest.mark.parametrize("size", [0, 1, 55, 56, 63, 64, 65, 200, 511, 512, 513, 5000])
+def test_the_small_input_sha256_is_sha256(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    assert sigv4._sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+    state = sigv4._sha256(data[: size // 2])
+    copy = state.copy()
+    copy.update(data[size // 2 :])
+    assert copy.digest() == hashlib.sha256(data).digest()
+    assert state.hexdigest() == hashlib.sha256(data[: size // 2]).hexdigest()  # the copy left it alone
+
+
+@pytest.mark.parametrize("size", [0, 100, sigv4._SMALL, sigv4._SMALL + 1, 20_000])
+def test_fast_request_takes_any_body_and_header_length(size: int) -> None:
+    """Short inputs are hashed by CPython's SHA-256, long ones by OpenSSL's: both verify."""
+    body = b"x" * size
+    for extra in ("", "y" * size):
+        headers = {"host": HOST, "content-type": "application/json", "x-long": extra}
+        parts = RequestParts("POST", "/describeSignalingChannel", "", headers, body)
+        signed = replace(parts, headers={**headers, **sign_request(parts, CRED, REGION, T0)})
+        verdict, fast = check_request(signed, T0)
+        assert verdict[0] == "ok" and fast
+        tampered = replace(signed, body=body + b"!")
+        verdict, fast = check_request(tampered, T0)
+        assert verdict[1] == "InvalidSignatureException" and not fast
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "{sig}",
+        "{sig} ",
+        "{SIG}",
+        "{sig}, Signature={sig}",
+        "{other}, Signature={sig}",
+        "{sig}, Extra=x",
+        "{sig}0",
+        "{short}",
+        "",
+        "{other}",
+    ],
+)
+def test_the_remembered_header_head_reads_as_the_search_does(tail: str) -> None:
+    """After a request, its header head is remembered: what follows it in the next header is taken
+    as the signature only when the search for the last "Signature=" would take it too."""
+    headers = {"host": HOST, "content-type": "application/json"}
+    parts = RequestParts("POST", "/describeSignalingChannel", "", headers, b"{}")
+    signed = replace(parts, headers={**headers, **sign_request(parts, CRED, REGION, T0)})
+    verdict, fast = check_request(signed, T0)
+    assert verdict[0] == "ok" and fast
+    auth = signed.headers["authorization"]
+    head, sig = auth[: auth.rindex("Signature=") + 10], auth[auth.rindex("Signature=") + 10 :]
+    assert sigv4._LAST_HEAD[0] is not None and sigv4._LAST_HEAD[0][0] == head
+    other = "0" * 64 if sig != "0" * 64 else "1" * 64
+    text = tail.format(sig=sig, SIG=sig.upper(), other=other, short=sig[:-1])
+    variant = replace(signed, headers={**signed.headers, "authorization": head + text})
+    check_request(variant, T0)
+
+
+def test_memoised_states_follow_the_key_and_the_timestamp() -> None:
+    """The HMAC states kept per scope are the current key's, for the request's own timestamp."""
+    old = Credential("AKIDROTATED", "old/secret", "111122223333")
+    new = Credential("AKIDROTATED", "new/secret", "111122223333")
+    current = {"AKIDROTATED": old}
+    headers = {"host": HOST, "content-type": "application/json"}
+
+    def signed(cred: Credential, at: float) -> RequestParts:
+        parts = RequestParts("POST", "/describeSignalingChannel", "", headers, b"{}")
+        return replace(parts, headers={**headers, **sign_request(parts, cred, REGION, at)})
+
+    steps = [(old, 0), (old, 1), (old, 0), (new, 1), (old, 1), (new, 2), (old, 2), (new, 0)]
+    for step, (swap, offset) in enumerate(steps):
+        current["AKIDROTATED"] = swap  # a reload: the same key id, another secret
+        for cred in (old, new):
+            parts = signed(cred, T0 + offset)
+            fast = sigv4._fast_request(parts, current.get, T0 + offset, SERVICE, 300.0)
+            if cred is swap:
+                assert fast is not None and fast.credential is swap, step
+            else:
+                assert fast is None, step
+                with pytest.raises(AuthError):
+                    verify_request(parts, current.get, T0 + offset)
+
+
 def test_caches_are_bounded_and_keep_only_known_keys() -> None:
     sigv4._AUTH_HEADERS.clear()
     sigv4._PRESIGN_SCOPES.clear()
@@ -598,6 +681,8 @@ def test_caches_are_bounded_and_keep_only_known_keys() -> None:
     for cache in caches:
         assert 0 < len(cache) <= sigv4._CACHE_MAX
     assert all("AKIDEXAMPLE/" in head for head in sigv4._AUTH_HEADERS)
+    last = sigv4._LAST_HEAD[0]
+    assert last is not None and "AKIDEXAMPLE/" in last[0]
     assert all(scoped.scope.access_key_id == "AKIDEXAMPLE" for scoped in sigv4._PRESIGN_SCOPES.values())
 
 
