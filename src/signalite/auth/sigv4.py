@@ -666,6 +666,9 @@ _AuthHead = tuple[_Scoped, tuple[str, ...], str]  # (scope, signed header names,
 _AUTH_HEADERS: dict[str, _AuthHead] = {}
 # The last of them a request of a known key came with, and its parse (one slot, replaced whole).
 _LAST_HEAD: list[tuple[str, _AuthHead] | None] = [None]
+# The last header-signed canonical request less its payload hash, and the SHA-256 state after it
+# (one slot, replaced whole; only ever copied): within a second a client's calls share it.
+_LAST_REQUEST: list[tuple[str, hashlib._Hash] | None] = [None]
 # Presigned X-Amz-Credential / X-Amz-SignedHeaders, as sent (still percent-encoded) -> parse.
 _PRESIGN_SCOPES: dict[str, _Scoped] = {}
 _PRESIGN_SIGNED: dict[str, tuple[tuple[str, ...], str]] = {}
@@ -735,17 +738,35 @@ def _parse_auth_head(head: str) -> _AuthHead | None:
 
 
 def _fast_accept(
-    scoped: _Scoped, credential: Credential, amz_date: str, canonical_request: str, provided: str
+    scoped: _Scoped,
+    credential: Credential,
+    amz_date: str,
+    request: str,
+    payload: str,
+    provided: str,
+    remember: bool,
 ) -> Verified | None:
-    """The Verified for `credential` when `provided` is the signature of `canonical_request`."""
+    """The Verified for `credential` when `provided` signs the canonical request `request` + `payload`.
+
+    `remember`: keep the SHA-256 state after `request` for the next call (one slot), for requests
+    whose canonical request repeats but for the payload hash (a client's calls within a second).
+    """
     bound = scoped.bound
     if bound is None or bound[0] is not credential:
         bound = scoped.bind(credential)
-    try:
-        data = canonical_request.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return None  # the general path knows how to hash it
-    request_hash = (_sha256 if len(data) <= _SMALL else hashlib.sha256)(data).hexdigest()
+    last = _LAST_REQUEST[0]
+    if last is not None and last[0] == request:
+        state = last[1].copy()
+    else:
+        try:
+            data = request.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return None  # the general path knows how to hash it
+        state = (_sha256 if len(data) <= _SMALL else hashlib.sha256)(data)
+        if remember:
+            _LAST_REQUEST[0] = (request, state.copy())
+    state.update(payload.encode())  # hex digits (a declared one is checked to be)
+    request_hash = state.hexdigest()
     # HMAC-SHA256(kSigning, StringToSign), from the precomputed pad states (RFC 2104), the inner one
     # already past the string to sign's algorithm, timestamp and scope lines.
     dated = scoped.dated
@@ -855,8 +876,9 @@ def accept_request(
             return None
         payload = declared
     uri = _URIS.get(path) or _uri(path)
-    canonical_request = f"{method.upper()}\n{uri}\n\n{''.join(lines)}\n{signed_line}\n{payload}"
-    return _fast_accept(scoped, credential, amz_date, canonical_request, auth[cut:])
+    # The canonical request less its last line, the payload hash.
+    request = f"{method.upper()}\n{uri}\n\n{''.join(lines)}\n{signed_line}\n"
+    return _fast_accept(scoped, credential, amz_date, request, payload, auth[cut:], True)
 
 
 def _fast_request(
@@ -947,8 +969,8 @@ def accept_presigned(
     canonical_query = query[: start - 17] + query[end:]
     payload = (_sha256 if len(body) <= _SMALL else hashlib.sha256)(body).hexdigest() if body else EMPTY_SHA256
     uri = _URIS.get(path) or _uri(path)
-    canonical_request = f"{method.upper()}\n{uri}\n{canonical_query}\n{''.join(lines)}\n{signed_line}\n{payload}"
-    return _fast_accept(scoped, credential, amz_date, canonical_request, provided)
+    request = f"{method.upper()}\n{uri}\n{canonical_query}\n{''.join(lines)}\n{signed_line}\n"
+    return _fast_accept(scoped, credential, amz_date, request, payload, provided, False)
 
 
 def _fast_presigned(

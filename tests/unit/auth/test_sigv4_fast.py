@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 from calendar import timegm
 from collections.abc import Callable
 from dataclasses import replace
@@ -625,6 +626,24 @@ def test_the_remembered_header_head_reads_as_the_search_does(tail: str) -> None:
     text = tail.format(sig=sig, SIG=sig.upper(), other=other, short=sig[:-1])
     variant = replace(signed, headers={**signed.headers, "authorization": head + text})
     check_request(variant, T0)
+
+
+def test_the_remembered_canonical_request_takes_only_its_own_payload() -> None:
+    """Requests alike but for the body share the hashed canonical request before its payload line."""
+    headers = {"host": HOST, "content-type": "application/json"}
+    requests = []
+    for body in (b'{"ChannelName":"a"}', b'{"ChannelName":"b"}', b"", b'{"ChannelName":"a"}'):
+        parts = RequestParts("POST", "/describeSignalingChannel", "", headers, body)
+        requests.append(replace(parts, headers={**headers, **sign_request(parts, CRED, REGION, T0)}))
+    for one in requests:
+        verdict, fast = check_request(one, T0)
+        assert verdict[0] == "ok" and fast
+        assert sigv4._LAST_REQUEST[0] is not None
+        assert sigv4._LAST_REQUEST[0][0].startswith("POST\n/describeSignalingChannel\n\n")
+    for one, other in itertools.pairwise(requests):
+        swapped = replace(one, body=other.body)  # another body under this request's signature
+        verdict, fast = check_request(swapped, T0)
+        assert (verdict[0] == "ok") is (swapped.body == one.body)
 
 
 def test_memoised_states_follow_the_key_and_the_timestamp() -> None:
