@@ -19,6 +19,10 @@ median and the minimum over the repeats of the mean per call. Prints figures onl
 
 A hot loop flatters code that a server runs between other work, with cold CPU caches: `--cold` also
 evicts the caches before each call (walks a few MB of unrelated objects) and times each call alone.
+It can even rank changes wrongly: CPython's SHA-256 is slower than OpenSSL's in this loop, yet
+about 4 us per request cheaper in a server (OpenSSL's EVP code is large and goes cold between
+requests). Confirm a change in running servers (bench/strict.py; on a noisy machine, servers side
+by side on one core under the same load, comparing their CPU us per request window by window).
 """
 
 from __future__ import annotations

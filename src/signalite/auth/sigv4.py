@@ -112,7 +112,9 @@ def _small_sha256() -> Callable[[bytes], hashlib._Hash]:
     The fast paths hash a few hundred bytes four times per request. OpenSSL 3 spends more on its
     EVP layers (a context and a provider context allocated per object, copy and digest) than on
     the hashing at that size, and that code is large: in a busy server, with cold caches, it costs
-    several times what a hot loop shows. CPython's is one small function and an inline state.
+    several times what a hot loop shows (hashing only the body with OpenSSL, the rest with this,
+    cost a strict GetSignalingChannelEndpoint 7 us more server CPU than this alone, though in a
+    hot loop OpenSSL is the faster). CPython's is one small function and an inline state.
     """
     for name in ("_sha2", "_sha256"):
         try:
