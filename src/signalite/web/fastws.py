@@ -24,11 +24,9 @@ import base64
 import email.utils
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from typing import Any, Protocol
-
-from multidict import CIMultiDict, CIMultiDictProxy
 
 try:  # picows is optional at import time: without it every WebSocket takes the aiohttp path
     import picows
@@ -54,20 +52,62 @@ _HEADER_LINES = re.compile(r"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a
 class Upgrade:
     """A WebSocket upgrade request as the admission code reads it (what it reads of aiohttp's request)."""
 
-    __slots__ = ("_headers", "method", "raw_headers", "raw_path")
+    __slots__ = ("headers", "method", "raw_path")
 
-    def __init__(self, raw_path: str, raw_headers: tuple[tuple[bytes, bytes], ...]) -> None:
+    def __init__(self, raw_path: str, headers: UpgradeHeaders) -> None:
         self.method = "GET"
         self.raw_path = raw_path
-        self.raw_headers = raw_headers
-        self._headers: CIMultiDictProxy[str] | None = None
+        self.headers = headers
 
-    @property
-    def headers(self) -> CIMultiDictProxy[str]:
-        # Built on demand: in open mode nothing reads them.
-        if self._headers is None:
-            self._headers = CIMultiDictProxy(CIMultiDict((k.decode(), v.decode()) for k, v in self.raw_headers))
-        return self._headers
+
+_ABSENT: Any = object()
+
+
+class UpgradeHeaders:
+    """An upgrade's headers, read as SigV4 verification reads aiohttp's (`getall`, `in`, names).
+
+    A scan of a few pairs: cheaper than a multidict for the one or two headers a handshake reads.
+    """
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs: list[tuple[str, str, str]]) -> None:
+        self._pairs = pairs  # (lower-case name, name, value), in arrival order
+
+    def getall(self, name: str, default: Any = _ABSENT) -> Any:
+        key = name.lower()
+        values = [value for lower, _, value in self._pairs if lower == key]
+        if values:
+            return values
+        if default is _ABSENT:
+            raise KeyError(name)
+        return default
+
+    def get(self, name: str, default: Any = None) -> Any:
+        key = name.lower()
+        return next((value for lower, _, value in self._pairs if lower == key), default)
+
+    def __getitem__(self, name: str) -> str:
+        value: str | None = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(lower == name.lower() for lower, _, _ in self._pairs)
+
+    def __iter__(self) -> Iterator[str]:
+        # Each name once, as first spelt (multidict 7 iterates the same way; len counts them all).
+        first: dict[str, str] = {}
+        for lower, name, _ in self._pairs:
+            first.setdefault(lower, name)
+        return iter(first.values())
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(name, value) for _, name, value in self._pairs]
 
 
 def parse_upgrade(data: bytes) -> Upgrade | None:
@@ -91,7 +131,7 @@ def parse_upgrade(data: bytes) -> Upgrade | None:
     if len(parts) != 3 or parts[0] != "GET" or parts[2] != "HTTP/1.1" or _TARGET.fullmatch(parts[1]) is None:
         return None
     seen: dict[str, str] = {}
-    raw: list[tuple[bytes, bytes]] = []
+    pairs: list[tuple[str, str, str]] = []
     for line in head[line_end + 2 :].split("\r\n"):
         name, _, value = line.partition(":")
         value = value.strip(" \t")
@@ -99,7 +139,7 @@ def parse_upgrade(data: bytes) -> Upgrade | None:
         if key in seen and key in _SINGLE:
             return None
         seen[key] = value
-        raw.append((name.encode(), value.encode()))
+        pairs.append((key, name, value))
     if (
         seen.get("upgrade", "").lower() != "websocket"
         # picows takes `Connection: Upgrade` only; a token list (Firefox: "keep-alive, Upgrade") is aiohttp's
@@ -111,7 +151,7 @@ def parse_upgrade(data: bytes) -> Upgrade | None:
         or seen.get("content-length", "0") != "0"
     ):
         return None
-    return Upgrade(parts[1], tuple(raw))
+    return Upgrade(parts[1], UpgradeHeaders(pairs))
 
 
 # Headers whose repetition makes a request ambiguous: such requests are left to aiohttp.

@@ -7,8 +7,9 @@ import base64
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
-from signalite.web.fastws import parse_upgrade, refusal_response
+from signalite.web.fastws import UpgradeHeaders, parse_upgrade, refusal_response
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 TARGET = "/?X-Amz-ChannelARN=arn%3Aaws%3Akinesisvideo%3Aus-east-1%3A000000000000%3Achannel%2Fc%2F1&X-Amz-ClientId=v1"
@@ -29,7 +30,7 @@ def test_a_plain_upgrade_is_taken_with_its_target_and_headers() -> None:
     assert upgrade.raw_path == TARGET
     assert upgrade.headers["host"] == "127.0.0.1:4567"
     assert upgrade.headers["user-agent"] == "x y"  # surrounding whitespace is not part of a value
-    assert upgrade.raw_headers[0] == (b"Host", b"127.0.0.1:4567")
+    assert upgrade.headers.items()[0] == ("Host", "127.0.0.1:4567")
 
 
 @pytest.mark.parametrize(
@@ -90,3 +91,24 @@ def test_refusal_response_is_a_closing_http_response_with_the_body() -> None:
     assert "Connection: close" in lines
     assert "Date: Fri, 15 Jan 2027 08:00:00 GMT" in lines  # the clock it was given
     assert rest == body
+
+
+_NAMES = st.sampled_from(["Host", "host", "HOST", "X-Amz-Date", "x-amz-date", "Origin", "X-Other"])
+
+
+@given(st.lists(st.tuples(_NAMES, st.text(alphabet="abc ,=", max_size=5)), max_size=8), _NAMES)
+def test_upgrade_headers_read_like_aiohttps_multidict(pairs: list[tuple[str, str]], name: str) -> None:
+    # SigV4 verification reads the upgrade's headers as it reads aiohttp's: same answers.
+    ours = UpgradeHeaders([(k.lower(), k, v) for k, v in pairs])
+    theirs = CIMultiDict(pairs)
+    assert ours.getall(name, None) == theirs.getall(name, None)
+    assert ours.get(name) == theirs.get(name)
+    assert (name in ours) == (name in theirs)
+    assert list(ours) == list(theirs)
+    assert len(ours) == len(theirs)
+    assert ours.items() == list(theirs.items())
+    if name not in theirs:
+        with pytest.raises(KeyError):
+            ours.getall(name)
+        with pytest.raises(KeyError):
+            ours[name]
