@@ -409,3 +409,28 @@ async def test_a_closed_fast_socket_is_freed_without_the_cycle_collector(h: Harn
             assert refs[0]() is None, gc.get_referrers(refs[0]())
     finally:
         gc.enable()
+
+
+async def test_a_server_close_is_recorded_at_once_and_only_once(h: Harness) -> None:
+    # The console's "disconnected" comes when the server closes a socket, not when (or if) the client
+    # answers the close frame; the client's later departure does not record it again.
+    arn = h.create_channel()
+    sock = raw_ws_connect(h.port, {"X-Amz-ChannelARN": arn, "X-Amz-ClientId": "quiet"})
+    try:
+        await wait_connections(h, 1)
+        h.delete_channel(arn)  # GO_AWAY, then the server closes; this client reads nothing
+
+        async def departures() -> list[dict[str, Any]]:
+            return [e for e in h.server.server.sockets.recent_events
+                    if e["kind"] == "disconnected" and e.get("client_id") == "quiet"]  # fmt: skip
+
+        for _ in range(100):
+            if h.server.call(departures):
+                break
+            await asyncio.sleep(0.01)
+        assert len(h.server.call(departures)) == 1, "no prompt 'disconnected' for a socket the server closed"
+    finally:
+        sock.close()
+    await wait_connections(h, 0)
+    await asyncio.sleep(0.2)
+    assert len(h.server.call(departures)) == 1

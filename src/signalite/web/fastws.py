@@ -215,7 +215,9 @@ else:  # pragma: no cover
 class FastSocket(_Listener):  # type: ignore[misc]
     """One admitted signaling WebSocket on picows; `key` is whatever the owner keeps for it."""
 
-    __slots__ = ("_binary", "_closer", "_on_gone", "_partial", "close_code", "closing", "key", "owner", "transport")
+    __slots__ = (
+        "_binary", "_closer", "_on_gone", "_partial", "close_code", "closing", "key", "owner", "reported", "transport",
+    )  # fmt: skip
 
     def __init__(self, owner: FastSocketOwner, key: Any) -> None:
         super().__init__()
@@ -224,6 +226,7 @@ class FastSocket(_Listener):  # type: ignore[misc]
         self.transport: Any = None  # picows's WSTransport, once the handshake is answered
         self.close_code: int | None = None
         self.closing = False  # a close frame has gone out (or the socket is gone)
+        self.reported = False  # the owner has recorded the departure
         self._partial: bytearray | None = None  # a fragmented text message being put together
         self._binary = False  # a fragmented binary message is coming (and being ignored)
         self._closer: asyncio.TimerHandle | None = None

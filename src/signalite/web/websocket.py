@@ -339,6 +339,14 @@ class SignalingSockets:
         self._forget(conn)
         # Break the socket <-> connection cycle: freed now, not at the next full collection.
         conn.ws = conn.transport = None
+        self._fast_gone(socket, conn)
+
+    def _fast_gone(self, socket: FastSocket, conn: Connection) -> None:
+        """Record a departure once: when the server closes (as on aiohttp, whose read loop ends then,
+        before the peer answers the close frame) or when the peer leaves, whichever comes first."""
+        if socket.reported:
+            return
+        socket.reported = True
         self.record("disconnected", conn.channel_arn, role=conn.role.value, client_id=conn.client_id,
                     close_code=socket.close_code)  # fmt: skip
         event(logging.DEBUG, "ws.disconnected", channel=conn.channel_arn, role=conn.role,
@@ -519,6 +527,7 @@ class SignalingSockets:
             return
         if isinstance(ws, FastSocket):
             ws.close(code, reason)
+            self._fast_gone(ws, conn)
             return
         task = asyncio.ensure_future(self._close_ws(ws, code, reason))
         conn.closing = task
