@@ -40,8 +40,6 @@ from signalite.web.fastws import FastSocket, Upgrade, hand_off, parse_upgrade
 class UpgradeTaker(Protocol):
     """Admits ordinary WebSocket upgrades taken off aiohttp (SignalingSockets)."""
 
-    @property
-    def takes_upgrades(self) -> bool: ...
     async def admit_upgrade(self, upgrade: Upgrade) -> FastSocket | bytes: ...
     def abandon(self, socket: FastSocket) -> None: ...
 
@@ -218,7 +216,7 @@ class _GuardedProtocol(asyncio.Protocol):
 
     def _take_upgrade(self, taker: UpgradeTaker, data: bytes) -> bool:
         transport = self._transport
-        if transport is None or not taker.takes_upgrades:
+        if transport is None:
             return False
         upgrade = parse_upgrade(data)
         if upgrade is None:

@@ -291,11 +291,6 @@ class SignalingSockets:
 
     # -- the picows path (web/fastws.py) -----------------------------------------------------------
 
-    @property
-    def takes_upgrades(self) -> bool:
-        """Whether the guard may hand ordinary upgrade requests here."""
-        return True
-
     async def admit_upgrade(self, upgrade: Upgrade) -> FastSocket | bytes:
         """Admit an upgrade the guard took off aiohttp: the socket to serve it, or the refusal to send."""
         try:
