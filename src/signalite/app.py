@@ -39,7 +39,8 @@ from signalite.tls import ensure_self_signed, self_signed_paths, server_context
 from signalite.web.auth import Gatekeeper
 from signalite.web.console import Console
 from signalite.web.controlplane import ControlPlane
-from signalite.web.guard import FAST_WEBSOCKETS, ConnectionGuard, GuardedSite, GuardLimits
+from signalite.web.fastws import AVAILABLE as FAST_WEBSOCKETS
+from signalite.web.guard import ConnectionGuard, GuardedSite, GuardLimits
 from signalite.web.metrics import Metrics
 from signalite.web.rest import RestApi, error_response
 from signalite.web.signaling_http import SignalingApi

@@ -64,7 +64,7 @@ _ABSENT: Any = object()
 
 
 class UpgradeHeaders:
-    """An upgrade's headers, read as SigV4 verification reads aiohttp's (`getall`, `in`, names).
+    """An upgrade's headers, read as SigV4 verification reads aiohttp's (`getall`, `in`, names): nothing else.
 
     A scan of a few pairs: cheaper than a multidict for the one or two headers a handshake reads.
     """
@@ -83,16 +83,6 @@ class UpgradeHeaders:
             raise KeyError(name)
         return default
 
-    def get(self, name: str, default: Any = None) -> Any:
-        key = name.lower()
-        return next((value for lower, _, value in self._pairs if lower == key), default)
-
-    def __getitem__(self, name: str) -> str:
-        value: str | None = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and any(lower == name.lower() for lower, _, _ in self._pairs)
 
@@ -102,12 +92,6 @@ class UpgradeHeaders:
         for lower, name, _ in self._pairs:
             first.setdefault(lower, name)
         return iter(first.values())
-
-    def __len__(self) -> int:
-        return len(self._pairs)
-
-    def items(self) -> list[tuple[str, str]]:
-        return [(name, value) for _, name, value in self._pairs]
 
 
 def parse_upgrade(data: bytes) -> Upgrade | None:
@@ -334,12 +318,6 @@ class FastSocket(_Listener):  # type: ignore[misc]
         self.close_code = code
         self.transport.send_close(_close_code(code), reason.encode()[:120])
         self._closer = asyncio.get_running_loop().call_later(_CLOSE_WAIT, self.transport.disconnect)
-
-    def abort(self) -> None:
-        """Drop the connection without a close handshake."""
-        self.closing = True
-        if self.transport is not None:
-            self.transport.disconnect(False)
 
 
 def _close_code(code: int) -> Any:

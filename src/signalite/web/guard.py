@@ -33,7 +33,6 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from signalite.log import event
-from signalite.web.fastws import AVAILABLE as FAST_WEBSOCKETS  # noqa: F401 - app.py reads it here
 from signalite.web.fastws import FastSocket, Upgrade, hand_off, parse_upgrade
 
 

@@ -28,9 +28,9 @@ def test_a_plain_upgrade_is_taken_with_its_target_and_headers() -> None:
     assert upgrade is not None
     assert upgrade.method == "GET"
     assert upgrade.raw_path == TARGET
-    assert upgrade.headers["host"] == "127.0.0.1:4567"
-    assert upgrade.headers["user-agent"] == "x y"  # surrounding whitespace is not part of a value
-    assert upgrade.headers.items()[0] == ("Host", "127.0.0.1:4567")
+    assert upgrade.headers.getall("host") == ["127.0.0.1:4567"]
+    assert upgrade.headers.getall("user-agent") == ["x y"]  # surrounding whitespace is not part of a value
+    assert list(upgrade.headers)[:2] == ["Host", "Upgrade"]
 
 
 @pytest.mark.parametrize(
@@ -102,13 +102,8 @@ def test_upgrade_headers_read_like_aiohttps_multidict(pairs: list[tuple[str, str
     ours = UpgradeHeaders([(k.lower(), k, v) for k, v in pairs])
     theirs = CIMultiDict(pairs)
     assert ours.getall(name, None) == theirs.getall(name, None)
-    assert ours.get(name) == theirs.get(name)
     assert (name in ours) == (name in theirs)
     assert list(ours) == list(theirs)
-    assert len(ours) == len(theirs)
-    assert ours.items() == list(theirs.items())
     if name not in theirs:
         with pytest.raises(KeyError):
             ours.getall(name)
-        with pytest.raises(KeyError):
-            ours[name]
