@@ -412,10 +412,7 @@ class SignalingSockets:
         try:
             actions = self.hub.receive(conn.id, text, self.monotonic())
             for action in actions:
-                if isinstance(action, Forward):
-                    self.bus.forward_nowait(action)
-                else:
-                    self._perform_local(action, flushing=False)
+                self._perform_now(action, flushing=False)
         except Exception:  # a bug here must cost this connection, never the parser or the server
             logging.getLogger("signalite").exception("ws.dispatch_failed")
             self._close(conn, 1011, "internal error")
