@@ -552,6 +552,9 @@ async function main() {
     }
   });
   $('#stop').addEventListener('click', stop);
+  // Enabled only now: a click before the handler above exists would submit the form as a plain GET
+  // and reload the page (the console e2e test hit that on a slow CI run).
+  $('#start').disabled = false;
   if (params.get('autostart') === '1' && (!strict() || state.credentials)) form.requestSubmit();
 }
 
