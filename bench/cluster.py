@@ -70,6 +70,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LOADGEN = HERE / "loadgen" / "loadgen.mjs"
 SPLIT = HERE / "loadgen_cluster" / "split.mjs"
+RELAYGEN = HERE / "loadgen_c" / "relaygen.py"  # the same workload in C (--generator c, the default)
 
 SERVER_CPU = "0"
 LOADGEN_CPU = "1"
@@ -401,7 +402,8 @@ class LoadGen:
     """One run of the load generator on CPU 1; JSON lines out."""
 
     def __init__(self, script: Path, config: dict[str, Any], nice: int) -> None:
-        argv = _pinned(LOADGEN_CPU, ["node", str(script), json.dumps(config)], nice)
+        runner = sys.executable if script.suffix == ".py" else "node"
+        argv = _pinned(LOADGEN_CPU, [runner, str(script), json.dumps(config)], nice)
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             preexec_fn=_die_with_parent,
@@ -495,6 +497,8 @@ def run_workload(
     if cand.split:
         config["split"] = {"masterPort": stack.nodes[0].port, "viewerPort": stack.nodes[1].port}
         script = SPLIT
+    if opts.generator == "c":
+        script = RELAYGEN  # it reads `split` itself and reports the same "split" event
     log_marks = {n.log: n.log.stat().st_size for n in stack.nodes}
     gen = LoadGen(script, config, opts.nice)
     window = CpuWindow(stack.server_pids, stack.redis.proc.pid if stack.redis else None, gen.proc.pid)
@@ -1134,6 +1138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--signalite-arg", action="append", default=[], metavar="ARG",
         help="extra argument for every `signalite serve` (repeatable), e.g. --signalite-arg=--log-level=error",
+    )  # fmt: skip
+    parser.add_argument(
+        "--generator", choices=("c", "node"), default="c",
+        help="the load generator: bench/loadgen_c/relaygen.c (default; needs gcc) or bench/loadgen/loadgen.mjs "
+        "(under split.mjs for cross), whose own GC pauses and ~10 us per message show in p99 at high rates",
     )  # fmt: skip
     parser.add_argument("--nice", type=int, default=0, help="run servers, Redis and generator at this nice level")
     parser.add_argument("--json", type=Path, help="also write every raw figure to this file")

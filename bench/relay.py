@@ -53,6 +53,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LOADGEN = HERE / "loadgen" / "loadgen.mjs"
+RELAYGEN = HERE / "loadgen_c" / "relaygen.py"  # the relay workloads' generator in C (--generator c)
 BARE = HERE / "bare_relay.py"
 PEERJS_DIR = HERE / "peerjs"
 PEERJS = PEERJS_DIR / "server.mjs"
@@ -172,7 +173,10 @@ class LoadGen:
     """One run of bench/loadgen/loadgen.mjs on CPU 1; JSON lines in, commands on stdin."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        argv = _pinned(LOADGEN_CPU, ["node", str(LOADGEN), json.dumps(config)])
+        if config["mode"] == "relay" and relay_generator[0] == "c":
+            argv = _pinned(LOADGEN_CPU, [sys.executable, str(RELAYGEN), json.dumps(config)])
+        else:
+            argv = _pinned(LOADGEN_CPU, ["node", str(LOADGEN), json.dumps(config)])
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, preexec_fn=_die_with_parent,
@@ -318,7 +322,8 @@ def start_server(name: str, opts: argparse.Namespace, workdir: Path, tag: str) -
 # -- workloads -------------------------------------------------------------------------------------
 
 
-server_client = ["raw"]  # the generator's WebSocket client (--client)
+server_client = ["raw"]  # the Node generator's WebSocket client (--client)
+relay_generator = ["c"]  # what drives the relay workloads (--generator): relaygen.c or loadgen.mjs
 
 
 def _base_config(server: Server, mode: str) -> dict[str, Any]:
@@ -699,7 +704,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--client", choices=("raw", "ws"), default="raw",
-        help="the generator's WebSocket client: its own minimal one (default) or npm ws (slower; a cross-check)",
+        help="the Node generator's WebSocket client: its own minimal one (default) or npm ws (slower; a cross-check)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--generator", choices=("c", "node"), default="c",
+        help="what drives the relay workloads (saturation, half, fixed): bench/loadgen_c/relaygen.c (default; "
+        "needs gcc) or bench/loadgen/loadgen.mjs, whose own GC pauses and ~10 us per message show in p99 at "
+        "high rates. Sessions and idle always use loadgen.mjs",
     )  # fmt: skip
     parser.add_argument(
         "--max-others", type=float, default=0.10,
@@ -728,6 +739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.quick:
         opts.rounds, opts.warmup, opts.duration, opts.retries = 1, 1.0, 2.0, 0
     server_client[0] = opts.client
+    relay_generator[0] = opts.generator
     candidates = [c.strip() for c in opts.candidates.split(",") if c.strip()]
     if unknown := set(candidates) - set(CANDIDATES):
         parser.error(f"unknown candidates: {', '.join(sorted(unknown))}")
