@@ -213,8 +213,11 @@ static void send_to_viewer(Conn *master, const char *id, size_t idlen, int64_t s
 
 /* -- reading ----------------------------------------------------------------------------------- */
 
+static FILE *slow_log; /* RELAYGEN_SLOW_LOG=FILE: "<receipt us> <latency us>" per latency > 2 ms */
+
 static void record(int64_t latency) {
     if (!measuring) return;
+    if (slow_log && latency > 2000) fprintf(slow_log, "%lld %lld\n", (long long)now_us(), (long long)latency);
     delivered++;
     if (latency < 0) latency = 0;
     if (latency >= HIST_US) over++;
@@ -468,6 +471,7 @@ int main(int argc, char **argv) {
     }
     load_config(argv[1]);
     if (argc == 3) unlink(argv[1]);
+    if (getenv("RELAYGEN_SLOW_LOG")) slow_log = fopen(getenv("RELAYGEN_SLOW_LOG"), "w");
     alarm((unsigned)deadline);
     static const char b64[] = "QWxsIHRoZSB3b3JsZCdzIGEgc3RhZ2UsIGFuZCBhbGwgdGhlIG1lbiBhbmQgd29tZW4gbWVyZWx5IHBsYXllcnM";
     for (size_t i = 0; i < sizeof fill; i++) fill[i] = b64[i % (sizeof b64 - 1)];
