@@ -173,7 +173,7 @@ class LoadGen:
     """One run of bench/loadgen/loadgen.mjs on CPU 1; JSON lines in, commands on stdin."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        if config["mode"] == "relay" and relay_generator[0] == "c":
+        if config["mode"] in ("relay", "sessions") and relay_generator[0] == "c":
             argv = _pinned(LOADGEN_CPU, [sys.executable, str(RELAYGEN), json.dumps(config)])
         else:
             argv = _pinned(LOADGEN_CPU, ["node", str(LOADGEN), json.dumps(config)])
@@ -323,7 +323,7 @@ def start_server(name: str, opts: argparse.Namespace, workdir: Path, tag: str) -
 
 
 server_client = ["raw"]  # the Node generator's WebSocket client (--client)
-relay_generator = ["c"]  # what drives the relay workloads (--generator): relaygen.c or loadgen.mjs
+relay_generator = ["c"]  # what drives relay and sessions (--generator): relaygen.c or loadgen.mjs
 
 
 def _base_config(server: Server, mode: str) -> dict[str, Any]:
@@ -708,9 +708,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--generator", choices=("c", "node"), default="c",
-        help="what drives the relay workloads (saturation, half, fixed): bench/loadgen_c/relaygen.c (default; "
-        "needs gcc) or bench/loadgen/loadgen.mjs, whose own GC pauses and ~10 us per message show in p99 at "
-        "high rates. Sessions and idle always use loadgen.mjs",
+        help="what drives the relay and sessions workloads: bench/loadgen_c/relaygen.c (default; needs gcc) or "
+        "bench/loadgen/loadgen.mjs, whose GC pauses and ~10 us per message show in p99 at high rates, and which "
+        "needs ~350 us of CPU per session (so it, not the server, capped sessions/s). idle always uses loadgen.mjs",
     )  # fmt: skip
     parser.add_argument(
         "--max-others", type=float, default=0.10,

@@ -1,4 +1,4 @@
-/* relaygen: the relay workload of bench/loadgen/loadgen.mjs, in C (one thread, epoll).
+/* relaygen: the relay and sessions workloads of bench/loadgen/loadgen.mjs, in C (one thread, epoll).
  *
  * Why it exists: the Node generator pauses for its own garbage collector (about 30 scavenges a
  * second at 60k msgs/s, some of them 3-7 ms) and costs about 10 us of CPU per message, so at high
@@ -13,11 +13,16 @@
  *   payload_len L           deadline S
  *   master C PATH           (one per channel C, in channel order)
  *   viewer C ID PATH        (a viewer of channel C with ClientId / PeerJS id ID)
+ *   mode relay|sessions     concurrency N         offer_len L
+ *   session C PATH          (sessions, KVS: one presigned viewer URL per session, each a new ClientId)
  * Closed loop: every viewer keeps `window` messages in flight to its master, which echoes each.
  * Open loop: viewers send rate/2 messages/s in total, round-robin, each stamped with its scheduled
  * time (a late generator makes the figure worse, never better); masters echo, stamped at once.
  * Latency is one-way, from the stamp (the first 16 payload characters, microseconds) to receipt.
  * Frames queued for a connection in one loop iteration leave in one write.
+ * Sessions: `concurrency` loops each connect a new viewer, send an SDP offer of offer_len, wait for
+ * the master's answer, close with the close handshake and wait for the server to hang up, then
+ * start again; each channel's master answers every offer. Figures: sessions/s and their duration.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -36,13 +41,15 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { MASTER = 0, VIEWER = 1 };
+enum { MASTER = 0, VIEWER = 1, SESSION = 2 };
+enum { CONNECTING = 4 };
 enum { HANDSHAKE = 0, OPEN = 1, CLOSING = 2, CLOSED = 3 };
 #define HIST_US 1000000
 #define MAX_LINE 16384
 
 typedef struct {
-    int fd, role, channel, state, dirty;
+    int fd, role, channel, state, dirty, answered;
+    int64_t started;
     char id[128];
     char path[MAX_LINE];
     char *rbuf;
@@ -51,9 +58,13 @@ typedef struct {
     size_t wlen, wcap;
 } Conn;
 
-static int kvs = 1, window_ = 16, payload_len = 300;
+static int kvs = 1, window_ = 16, payload_len = 300, sessions_mode = 0, concurrency = 50, offer_len = 2000;
+static char **session_paths;
+static int *session_channels, nsession_paths, session_cap;
+static uint64_t sessions_done, sessions_failed, session_seq;
+static char first_error[200];
 static double rate = 0, warmup = 1, duration = 5, deadline = 120;
-static char host[64] = "127.0.0.1";
+static char host[64] = "127.0.0.1", tag[64] = "";
 static int master_port, viewer_port;
 static Conn *conns;
 static int nconns, nmasters;
@@ -238,7 +249,50 @@ static const char *member(const char *text, size_t n, const char *key, size_t *l
     return p;
 }
 
+static void send_typed(Conn *c, const char *kvs_type, const char *peer_type, const char *dst, size_t dstlen,
+                       const char *payload, size_t plen) {
+    int n;
+    if (kvs && dst)
+        n = snprintf(msgbuf, sizeof msgbuf, "{\"action\":\"%s\",\"recipientClientId\":\"%.*s\",\"messagePayload\":\"%.*s\"}",
+                     kvs_type, (int)dstlen, dst, (int)plen, payload);
+    else if (kvs)
+        n = snprintf(msgbuf, sizeof msgbuf, "{\"action\":\"%s\",\"messagePayload\":\"%.*s\"}", kvs_type, (int)plen, payload);
+    else if (dst)
+        n = snprintf(msgbuf, sizeof msgbuf, "{\"type\":\"%s\",\"dst\":\"%.*s\",\"payload\":\"%.*s\"}", peer_type, (int)dstlen, dst,
+                     (int)plen, payload);
+    else
+        n = snprintf(msgbuf, sizeof msgbuf, "{\"type\":\"%s\",\"dst\":\"m%d\",\"payload\":\"%.*s\"}", peer_type, c->channel,
+                     (int)plen, payload);
+    queue_frame(c, 1, msgbuf, n);
+}
+
+static const char CLOSE_1000[] = {(char)0x88, (char)0x82, 0, 0, 0, 0, 0x03, (char)0xe8};
+
+/* A text frame in sessions mode: masters answer offers; a session closes once answered. */
+static void on_session_text(Conn *c, const char *text, size_t n) {
+    size_t tlen, slen;
+    const char *type = member(text, n, kvs ? "\"messageType\":\"" : "\"type\":\"", &tlen);
+    if (!type) return;
+    if (c->role == MASTER) {
+        int offer = kvs ? (tlen == 9 && !memcmp(type, "SDP_OFFER", 9)) : (tlen == 5 && !memcmp(type, "OFFER", 5));
+        const char *sender = member(text, n, kvs ? "\"senderClientId\":\"" : "\"src\":\"", &slen);
+        if (offer && sender) send_typed(c, "SDP_ANSWER", "ANSWER", sender, slen, fill + 1, offer_len);
+        else if (offer) frame_errors++;
+    } else if (c->role == SESSION && !c->answered) {
+        int answer = kvs ? (tlen == 10 && !memcmp(type, "SDP_ANSWER", 10)) : (tlen == 6 && !memcmp(type, "ANSWER", 6));
+        if (answer) {
+            c->answered = 1;
+            queue_bytes(c, CLOSE_1000, sizeof CLOSE_1000);
+            c->state = CLOSING;
+        }
+    }
+}
+
 static void on_text(Conn *c, const char *text, size_t n) {
+    if (sessions_mode) {
+        on_session_text(c, text, n);
+        return;
+    }
     size_t plen, slen = 0, tlen;
     const char *payload, *sender;
     if (kvs) {
@@ -324,21 +378,116 @@ static void parse_frames(Conn *c) {
     c->rlen -= off;
 }
 
+static int epfd;
+static uint32_t *session_hist;
+static uint64_t session_count, session_max;
+
+static void start_session(Conn *c) {
+    uint64_t seq = session_seq++;
+    const char *path;
+    char peer_path[160];
+    if (kvs) {
+        if (nsession_paths == 0) die("no session URLs");
+        c->channel = session_channels[seq % nsession_paths];
+        path = session_paths[seq % nsession_paths];
+    } else {
+        c->channel = seq % nmasters;
+        snprintf(peer_path, sizeof peer_path, "/peerjs?key=peerjs&id=s%sx%llu&token=t", tag, (unsigned long long)seq);
+        path = peer_path;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(viewer_port)};
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (c->fd < 0) die("socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->role = SESSION;
+    c->started = now_us();
+    c->answered = 0;
+    c->rlen = c->wlen = 0;
+    c->state = CONNECTING;
+    snprintf(c->path, sizeof c->path, "%s", path);
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) die("connect: %s", strerror(errno));
+    struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.ptr = c};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev);
+}
+
+static void session_ended(Conn *c, const char *error) {
+    if (measuring) {
+        if (error == NULL && c->answered) {
+            int64_t us = now_us() - c->started;
+            sessions_done++;
+            session_hist[us < HIST_US ? us : HIST_US - 1]++;
+            session_count++;
+            if ((uint64_t)us > session_max) session_max = us;
+        } else {
+            sessions_failed++;
+            if (!first_error[0]) snprintf(first_error, sizeof first_error, "%s", error ? error : "closed before the answer");
+        }
+    }
+    close(c->fd); /* (leaves the epoll set with it) */
+    c->state = CLOSED;
+    if (running) start_session(c);
+}
+
+static void session_connected(Conn *c) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err) {
+        session_ended(c, strerror(err));
+        return;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    char req[MAX_LINE + 512];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                     c->path, host, master_port);
+    c->state = HANDSHAKE;
+    queue_bytes(c, req, n);
+}
+
+/* The 101 (or a refusal) for a session's nonblocking handshake; 1 when the socket is open now. */
+static int session_handshake(Conn *c) {
+    c->rbuf[c->rlen] = 0;
+    char *end = strstr(c->rbuf, "\r\n\r\n");
+    if (!end) return 0;
+    if (strncmp(c->rbuf, "HTTP/1.1 101", 12) != 0) {
+        char *eol = strstr(c->rbuf, "\r\n");
+        char line[120];
+        snprintf(line, sizeof line, "%.*s", (int)(eol - c->rbuf), c->rbuf);
+        session_ended(c, line);
+        return 0;
+    }
+    size_t head = end + 4 - c->rbuf;
+    memmove(c->rbuf, c->rbuf + head, c->rlen - head);
+    c->rlen -= head;
+    c->state = OPEN;
+    send_typed(c, "SDP_OFFER", "OFFER", NULL, 0, fill, offer_len);
+    return 1;
+}
+
 static void on_readable(Conn *c) {
     for (;;) {
         if (c->rcap - c->rlen < 65536) {
             c->rcap = c->rlen + 131072;
             c->rbuf = xrealloc(c->rbuf, c->rcap);
         }
-        ssize_t r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+        ssize_t r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen - 1);
         if (r > 0) {
             c->rlen += r;
+            if (c->state == HANDSHAKE && !session_handshake(c)) return;
             parse_frames(c);
             if (c->state == CLOSED) return;
             if ((size_t)r < 65536) return; /* drained; level-triggered epoll calls again if not */
         } else if (r < 0 && errno == EINTR) {
             continue;
         } else if (r < 0 && errno == EAGAIN) {
+            return;
+        } else if (c->role == SESSION) {
+            session_ended(c, c->answered ? NULL : r == 0 ? "closed before the answer" : strerror(errno));
             return;
         } else {
             close_conn(c, c->state != CLOSING);
@@ -388,16 +537,18 @@ static void connect_conn(Conn *c, int port) {
 
 /* -- main -------------------------------------------------------------------------------------- */
 
-static double pct(double p) {
-    if (hist_count == 0) return -1;
-    uint64_t rank = (uint64_t)((p / 100.0) * hist_count + 0.999999999);
+/* The p-th percentile in ms (the smallest value with at least p% of samples at or below it). */
+static double pct_of(const uint32_t *h, uint64_t count, uint64_t max, double p) {
+    if (count == 0) return -1;
+    uint64_t rank = (uint64_t)((p / 100.0) * count + 0.999999999);
     uint64_t seen = 0;
     for (int i = 0; i < HIST_US; i++) {
-        seen += hist[i];
+        seen += h[i];
         if (seen >= rank) return i / 1000.0;
     }
-    return hist_max / 1000.0;
+    return max / 1000.0;
 }
+static double pct(double p) { return pct_of(hist, hist_count, hist_max, p); }
 
 static void load_config(const char *file) {
     FILE *f = fopen(file, "r");
@@ -420,6 +571,20 @@ static void load_config(const char *file) {
         else if (!strcmp(key, "duration")) duration = atof(rest);
         else if (!strcmp(key, "payload_len")) payload_len = atoi(rest);
         else if (!strcmp(key, "deadline")) deadline = atof(rest);
+        else if (!strcmp(key, "tag")) snprintf(tag, sizeof tag, "%s", rest);
+        else if (!strcmp(key, "mode")) sessions_mode = !strcmp(rest, "sessions");
+        else if (!strcmp(key, "concurrency")) concurrency = atoi(rest);
+        else if (!strcmp(key, "offer_len")) offer_len = atoi(rest);
+        else if (!strcmp(key, "session")) {
+            if (sscanf(rest, "%255s", a) != 1) die("bad line: %s", line);
+            if (nsession_paths == session_cap) {
+                session_cap = session_cap ? session_cap * 2 : 1024;
+                session_paths = xrealloc(session_paths, sizeof(char *) * session_cap);
+                session_channels = xrealloc(session_channels, sizeof(int) * session_cap);
+            }
+            session_channels[nsession_paths] = atoi(a);
+            session_paths[nsession_paths++] = strdup(rest + strlen(a) + 1);
+        }
         else if (!strcmp(key, "master") || !strcmp(key, "viewer")) {
             if (nconns == cap) conns = xrealloc(conns, sizeof(Conn) * (cap *= 2));
             Conn *c = &conns[nconns];
@@ -453,15 +618,71 @@ static void emit(const char *event) {
 }
 
 /* One pass: wait for input at most `timeout_ms` (0: just look), handle it, send what was queued. */
-static int epfd;
 static void poll_once(int timeout_ms) {
     struct epoll_event evs[256];
     int n = epoll_wait(epfd, evs, 256, timeout_ms);
     for (int i = 0; i < n; i++) {
         Conn *c = evs[i].data.ptr;
-        if (c->state != CLOSED) on_readable(c);
+        if (c->state == CONNECTING) session_connected(c);
+        else if (c->state != CLOSED) on_readable(c);
     }
     if (ndirty) flush_all();
+}
+
+static void check_timeouts(Conn *slots) {
+    int64_t now = now_us();
+    for (int i = 0; i < concurrency; i++)
+        if (slots[i].state != CLOSED && now - slots[i].started > 10000000) session_ended(&slots[i], "session timed out");
+}
+
+static int run_sessions(void) {
+    Conn *slots = calloc(concurrency, sizeof(Conn));
+    session_hist = calloc(HIST_US, sizeof *session_hist);
+    if (!slots || !session_hist) die("out of memory");
+    double settle = now_s() + 0.2;
+    while (now_s() < settle) poll_once(10);
+    double t0 = now_s(), warm_end = t0 + warmup, end = warm_end + duration;
+    for (int i = 0; i < concurrency; i++) start_session(&slots[i]);
+    while (now_s() < warm_end) {
+        poll_once(1);
+        check_timeouts(slots);
+    }
+    emit("measure_start");
+    measuring = 1;
+    double cpu0 = cpu_s(), tm0 = now_s();
+    while (now_s() < end) {
+        poll_once(1);
+        check_timeouts(slots);
+    }
+    measuring = 0;
+    running = 0;
+    emit("measure_end");
+    double elapsed = now_s() - tm0, cpu = cpu_s() - cpu0;
+    double drain_end = now_s() + 11;
+    for (;;) {
+        int open = 0;
+        for (int i = 0; i < concurrency; i++) open += slots[i].state != CLOSED;
+        if (!open || now_s() > drain_end) break;
+        poll_once(1);
+        check_timeouts(slots);
+    }
+    for (int i = 0; i < nmasters; i++) close_conn(&conns[i], 0);
+    printf("{\"event\":\"result\",\"mode\":\"sessions\",\"generator\":\"c\",\"sessions\":%llu,\"failed\":%llu,\"first_error\":",
+           (unsigned long long)sessions_done, (unsigned long long)sessions_failed);
+    if (first_error[0]) {
+        putchar('"');
+        for (char *p = first_error; *p; p++) putchar(*p == '"' || *p == '\\' || (unsigned char)*p < 32 ? '\'' : *p);
+        putchar('"');
+    } else {
+        printf("null");
+    }
+    printf(",\"frame_errors\":%llu,\"seconds\":%.6f,\"sessions_per_s\":%.3f,\"session_latency\":{\"samples\":%llu,"
+           "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f},\"loadgen_cpu\":%.4f,\"concurrency\":%d}\n",
+           (unsigned long long)frame_errors, elapsed, sessions_done / elapsed, (unsigned long long)session_count,
+           pct_of(session_hist, session_count, session_max, 50), pct_of(session_hist, session_count, session_max, 99),
+           pct_of(session_hist, session_count, session_max, 99.9), session_max / 1000.0, cpu / elapsed, concurrency);
+    fflush(stdout);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -476,7 +697,7 @@ int main(int argc, char **argv) {
     static const char b64[] = "QWxsIHRoZSB3b3JsZCdzIGEgc3RhZ2UsIGFuZCBhbGwgdGhlIG1lbiBhbmQgd29tZW4gbWVyZWx5IHBsYXllcnM";
     for (size_t i = 0; i < sizeof fill; i++) fill[i] = b64[i % (sizeof b64 - 1)];
     hist = calloc(HIST_US, sizeof *hist);
-    dirty_list = xrealloc(NULL, sizeof(Conn *) * (nconns + 1));
+    dirty_list = xrealloc(NULL, sizeof(Conn *) * (nconns + concurrency + 1));
     if (!hist) die("out of memory");
     epfd = epoll_create1(EPOLL_CLOEXEC);
 
@@ -494,6 +715,7 @@ int main(int argc, char **argv) {
     }
     fprintf(stderr, "{\"event\":\"split\",\"masters_to_master_port\":%d,\"viewers_to_viewer_port\":%d,\"mismatched\":%d,\"other\":0}\n",
             masters_to_master_port, viewers_to_viewer_port, nconns - masters_to_master_port - viewers_to_viewer_port);
+    if (sessions_mode) return run_sessions();
     int nviewers = nconns - nmasters;
     if (nviewers == 0) die("no viewers");
     Conn **viewers = xrealloc(NULL, sizeof(Conn *) * nviewers);

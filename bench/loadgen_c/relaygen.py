@@ -1,10 +1,11 @@
-"""Start the C relay generator (relaygen.c) with a loadgen.mjs relay-mode config.
+"""Start the C load generator (relaygen.c) with a loadgen.mjs relay- or sessions-mode config.
 
     python bench/loadgen_c/relaygen.py '<loadgen.mjs json config>'
 
-Takes the same JSON as bench/loadgen/loadgen.mjs in relay mode (plus loadgen_cluster/split.mjs's
-`split: {masterPort, viewerPort}`), presigns every KVS URL the way the KVS SDKs do (what
-loadgen.mjs does in Node), writes relaygen.c's line config into a temporary file, compiles
+Takes the same JSON as bench/loadgen/loadgen.mjs in relay and sessions modes (plus
+loadgen_cluster/split.mjs's `split: {masterPort, viewerPort}`), presigns every KVS URL the way the
+KVS SDKs do (what loadgen.mjs does in Node; for sessions, a pool of URLs with a new ClientId each,
+signed here before the run rather than during it), writes relaygen.c's line config into a temporary file, compiles
 relaygen.c when its binary is missing or older than the source (gcc -O2, into build/ here), and
 replaces itself with the binary: the process that runs the workload is C alone. Its stdout is
 loadgen.mjs's JSON events.
@@ -42,9 +43,10 @@ def build() -> Path:
 
 
 def config_lines(cfg: dict) -> list[str]:
-    """relaygen.c's config for a loadgen.mjs relay config."""
-    if cfg.get("mode") != "relay":
-        raise SystemExit("relaygen.py: only the relay mode (sessions and idle stay on loadgen.mjs)")
+    """relaygen.c's config for a loadgen.mjs relay or sessions config."""
+    mode = cfg.get("mode")
+    if mode not in ("relay", "sessions"):
+        raise SystemExit("relaygen.py: relay and sessions modes only (idle stays on loadgen.mjs)")
     kvs = cfg["proto"] == "kvs"
     host = f"{cfg['host']}:{cfg['port']}"
     split = cfg.get("split") or {}
@@ -59,6 +61,10 @@ def config_lines(cfg: dict) -> list[str]:
         f"duration {cfg.get('duration', 5)}",
         f"payload_len {cfg.get('payloadLen', 300)}",
         f"deadline {cfg.get('deadline', 120)}",
+        f"mode {mode}",
+        f"tag {cfg.get('tag') or 'x'}",
+        f"concurrency {cfg.get('concurrency', 50)}",
+        f"offer_len {cfg.get('offerLen', 2000)}",
     ]
     if kvs:
         sys.path.insert(0, str(HERE.parent.parent / "src"))
@@ -76,6 +82,18 @@ def config_lines(cfg: dict) -> list[str]:
     for c, arn in enumerate(channels):
         path = url(f"X-Amz-ChannelARN={quote(arn, safe='')}") if kvs else f"/peerjs?key=peerjs&id=m{c}&token=t"
         lines.append(f"master {c} {path}")
+    if mode == "sessions":
+        if kvs:
+            # Enough new ClientIds for ~6k sessions/s over the run (past that, they are reused in turn,
+            # each long after its previous session closed).
+            pool = min(60_000, int(6_000 * (cfg.get("warmup", 1) + cfg.get("duration", 5) + 0.5)))
+            for i in range(pool):
+                c = i % len(channels)
+                cid = f"s{cfg.get('tag') or ''}x{i}"
+                lines.append(
+                    f"session {c} {url(f'X-Amz-ChannelARN={quote(channels[c], safe=str())}&X-Amz-ClientId={cid}')}"
+                )
+        return lines
     for c, arn in enumerate(channels):
         for v in range(cfg["viewers"]):
             # A fresh ClientId per run (the tag), as loadgen.mjs: nothing buffered for an earlier
