@@ -1,4 +1,4 @@
-"""Connection-level guards in front of aiohttp: connection caps and a header-read deadline.
+"""Connection-level guards in front of aiohttp: connection caps and header-read deadlines.
 
 aiohttp bounds header sizes and body sizes itself, but it will wait forever for the end of a
 request's headers, and it accepts as many connections as the kernel hands over. `GuardedSite`
@@ -63,6 +63,11 @@ class ConnectionGuard:
         self.refused = 0
         # Where ordinary WebSocket upgrades go instead of aiohttp (None: all go to aiohttp).
         self.upgrades: UpgradeTaker | None = None
+        # New connections that have sent nothing yet -> their silence deadline (loop time), oldest
+        # first. One sweep timer serves them all: a timer per connection cost a few us of every
+        # connection's set-up, and a silence deadline (60 s by default) needs no finer grain.
+        self._silent: dict[_GuardedProtocol, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def admit(self, address: str) -> bool:
         lim = self.limits
@@ -79,6 +84,36 @@ class ConnectionGuard:
         self.per_address[address] -= 1
         if self.per_address[address] <= 0:
             del self.per_address[address]
+
+    def watch_silence(self, protocol: _GuardedProtocol, timeout: float) -> None:
+        """Close `protocol`'s connection if it is still silent `timeout` s from now (up to a sweep later)."""
+        loop = asyncio.get_running_loop()
+        self._silent[protocol] = loop.time() + timeout
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(_sweep_step(timeout), self._sweep_silent, timeout)
+
+    def unwatch_silence(self, protocol: _GuardedProtocol) -> None:
+        self._silent.pop(protocol, None)
+
+    def _sweep_silent(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expired = []
+        # Deadlines grow in insertion order (one timeout for all; after a reload that shortens it,
+        # newer connections wait at most the old timeout).
+        for protocol, deadline in self._silent.items():
+            if deadline > now:
+                break
+            expired.append(protocol)
+        for protocol in expired:
+            del self._silent[protocol]
+            protocol.silence_expired()
+        self._sweeper = loop.call_later(_sweep_step(timeout), self._sweep_silent, timeout) if self._silent else None
+
+
+def _sweep_step(timeout: float) -> float:
+    # A silent connection is closed between its deadline and a quarter of the timeout (at most 1 s) later.
+    return min(1.0, timeout / 4)
 
 
 # One pass over a header block finds what decides where the request ends.
@@ -133,7 +168,7 @@ class _GuardedProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_address", "_admitted", "_factory", "_guard", "_head", "_inner", "_lost", "_pending", "_remaining",
-        "_state", "_timer", "_transport",
+        "_silent", "_state", "_timer", "_transport",
     )  # fmt: skip
     _transport: asyncio.Transport | None
 
@@ -144,7 +179,8 @@ class _GuardedProtocol(asyncio.Protocol):
         self._address = ""
         self._admitted = False
         self._lost = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the header deadline of a request under way
+        self._silent = False  # the guard is watching for a first byte (ConnectionGuard.watch_silence)
         self._head = bytearray()
         self._state = _IDLE
         self._remaining = 0
@@ -165,7 +201,8 @@ class _GuardedProtocol(asyncio.Protocol):
         if limits.header_timeout is None and limits.first_request_timeout is None:
             self._state = _OFF
         elif limits.first_request_timeout is not None:
-            self._timer = asyncio.get_running_loop().call_later(limits.first_request_timeout, self._silence_deadline)
+            self._silent = True
+            self._guard.watch_silence(self, limits.first_request_timeout)
 
     def _aiohttp(self) -> Any:
         inner = self._inner
@@ -181,6 +218,9 @@ class _GuardedProtocol(asyncio.Protocol):
             self._timer = asyncio.get_running_loop().call_later(timeout, self._header_deadline)
 
     def _disarm(self) -> None:
+        if self._silent:
+            self._silent = False
+            self._guard.unwatch_silence(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -188,7 +228,9 @@ class _GuardedProtocol(asyncio.Protocol):
     def _header_deadline(self) -> None:
         self._close("request headers too slow")
 
-    def _silence_deadline(self) -> None:
+    def silence_expired(self) -> None:
+        """The guard's sweep: this connection sent nothing within `first_request_timeout`."""
+        self._silent = False
         self._close("no request")
 
     def _close(self, reason: str) -> None:
