@@ -26,11 +26,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from wsutil import (
     DELIVERY_KEYS,
     Harness,
+    assert_refused,
     assert_status,
     barrier,
     connect,
     expect_close,
     frame,
+    handshake,
     ice_payload,
     parse_server_frames,
     ping_pong,
@@ -554,6 +556,41 @@ async def test_frames_keep_their_order_when_pings_come_between(h: Harness, sessi
         sock.close()
 
 
+async def test_a_usual_connect_is_admitted_without_a_task(h: Harness, session: aiohttp.ClientSession) -> None:
+    # On one node, once the channel is in the store's memory, nothing in an admission waits: the
+    # picows path admits in the guard's callback. So are refusals that need no lookup.
+    if h.server.server.settings.websocket_stack != "auto":
+        pytest.skip("aiohttp admits in its own request handler")
+    arn = h.create_channel()
+    sockets = h.server.server.sockets
+    answers: list[Any] = []
+    now = sockets.admit_upgrade_now
+
+    def spy(upgrade: Any) -> Any:
+        answers.append(now(upgrade))
+        return answers[-1]
+
+    async def no_task(upgrade: Any) -> Any:
+        raise AssertionError("admitted through a task")
+
+    sockets.admit_upgrade_now = spy
+    master = await connect(session, h.ws_url(arn))  # the first lookup: a new channel is not in memory yet
+    assert answers == [None]
+    sockets.admit_upgrade = no_task
+    viewer = await connect(session, h.ws_url(arn, "quick"))
+    other = await connect(session, h.ws_url(arn, "other"))
+    offer = sdp_payload("offer")
+    await viewer.send_str(frame("SDP_OFFER", offer))
+    assert_from_viewer(await recv_json(master), "quick", "SDP_OFFER", offer)
+    await master.send_str(frame("SDP_ANSWER", sdp_payload("answer"), recipient="other"))
+    assert (await recv_json(other))["messageType"] == "SDP_ANSWER"
+    assert [type(a) for a in answers[1:]] == [FastSocket, FastSocket]
+    parts = arn.split(":")
+    parts[4] = "999999999999"  # another account's channel: refused on what the ARN says, no lookup needed
+    assert_refused(handshake(h.port, {"X-Amz-ChannelARN": ":".join(parts)}), 404, "ResourceNotFoundException")
+    assert isinstance(answers[-1], bytes) and answers[-1].startswith(b"HTTP/1.1 404")
+
+
 async def test_frames_sent_before_the_101_are_not_lost(h: Harness, session: aiohttp.ClientSession) -> None:
     # A client may send its first frames right behind the upgrade request, without waiting for the
     # 101: they reach the server while the handshake is still being admitted, and must be kept.
@@ -568,6 +605,7 @@ async def test_frames_sent_before_the_101_are_not_lost(h: Harness, session: aioh
         return await admit(upgrade)
 
     sockets.admit_upgrade = slow_admission
+    sockets.admit_upgrade_now = lambda upgrade: None  # the task path, which can take its time
     key = base64.b64encode(os.urandom(16)).decode()
     query = urlencode({"X-Amz-ChannelARN": arn, "X-Amz-ClientId": "eager"})
     with socket.create_connection(("127.0.0.1", h.port), timeout=10) as sock:

@@ -140,13 +140,27 @@ async def active_channel(store: ChannelStore, arn: str, *, account: str, region:
     Every surface looks channels up through this: the control plane, the signaling HTTPS API and
     the WebSocket handshake, so "not found" means the same thing everywhere.
     """
-    owner = arn_owner(arn)
-    channel = None
-    if owner is not None and owner[0] == "channel" and owner[2] == account and (region is None or owner[1] == region):
-        channel = await store.get_channel(arn)
+    channel = await store.get_channel(arn) if _owned(arn, account, region) else None
     if channel is None or channel.status != "ACTIVE":
         raise ResourceNotFoundException("The requested channel is not found or not active.")
     return channel
+
+
+def known_active_channel(store: ChannelStore, arn: str, *, account: str) -> Channel | None:
+    """`active_channel` from what the store knows without I/O: None when that is not enough to tell."""
+    if not _owned(arn, account, None):
+        raise ResourceNotFoundException("The requested channel is not found or not active.")
+    channel = store.cached_channel(arn)
+    if channel is not None and channel.status != "ACTIVE":
+        raise ResourceNotFoundException("The requested channel is not found or not active.")
+    return channel
+
+
+def _owned(arn: str, account: str, region: str | None) -> bool:
+    owner = arn_owner(arn)
+    if owner is None or owner[0] != "channel" or owner[2] != account:
+        return False
+    return region is None or owner[1] == region
 
 
 async def _channel_by_arn(ctx: RequestContext, arn: str) -> Channel:

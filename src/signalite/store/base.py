@@ -83,6 +83,10 @@ class ChannelStore(Protocol):
 
     async def get_channel(self, arn: str) -> Channel | None: ...
 
+    def cached_channel(self, arn: str) -> Channel | None:
+        """What `get_channel` would return, when the store knows it without I/O; else None."""
+        return None
+
     async def find_channel(self, account: str, region: str, name: str) -> Channel | None: ...
 
     async def list_channels(

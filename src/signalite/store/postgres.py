@@ -322,6 +322,9 @@ class PostgresStore:
 
         await self._write(insert)
 
+    def cached_channel(self, arn: str) -> Channel | None:
+        return None  # other nodes write the same tables: only the database knows
+
     async def get_channel(self, arn: str) -> Channel | None:
         row = await self._read(lambda c: c.fetchrow(f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE arn = $1", arn))
         return None if row is None else _channel(row)

@@ -198,6 +198,9 @@ class SqliteStore:
         await self._write(insert)
         self._forget_channels()
 
+    def cached_channel(self, arn: str) -> Channel | None:
+        return self._cache.get(arn) if self._cache is not None else None
+
     async def get_channel(self, arn: str) -> Channel | None:
         cache = self._cache
         if cache is not None and (hit := cache.get(arn)) is not None:

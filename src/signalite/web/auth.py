@@ -204,7 +204,7 @@ class Gatekeeper:
 
     # -- WebSocket ---------------------------------------------------------------------------------
 
-    async def authorize_connect(self, request: web.BaseRequest, arn: str, role: Role) -> str:
+    def authorize_connect(self, request: web.BaseRequest, arn: str, role: Role) -> str:
         """Check a ConnectAsMaster/ConnectAsViewer handshake; return the caller's account."""
         if self.identities is None:
             return self.default_account

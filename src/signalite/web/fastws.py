@@ -33,7 +33,7 @@ try:  # picows is optional at import time: without it every WebSocket takes the 
     from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
     # hand_off() calls picows's protocol constructor, which is not public API: pinned in pyproject.
-    AVAILABLE = picows.__version__.startswith("2.3.")
+    AVAILABLE = str(getattr(picows, "__version__", "")).startswith("2.3.")
 except ImportError:  # pragma: no cover - picows is a dependency
     AVAILABLE = False
 

@@ -40,6 +40,7 @@ class UpgradeTaker(Protocol):
     """Admits ordinary WebSocket upgrades taken off aiohttp (SignalingSockets)."""
 
     async def admit_upgrade(self, upgrade: Upgrade) -> FastSocket | bytes: ...
+    def admit_upgrade_now(self, upgrade: Upgrade) -> FastSocket | bytes | None: ...
     def abandon(self, socket: FastSocket) -> None: ...
 
 
@@ -185,7 +186,8 @@ class _GuardedProtocol(asyncio.Protocol):
         self._state = _IDLE
         self._remaining = 0
         self._transport = None
-        self._pending: asyncio.Future[FastSocket | bytes] | None = None
+        # The admission under way (its task, or the callback that hands an admitted one off).
+        self._pending: asyncio.Future[FastSocket | bytes] | asyncio.Handle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -263,7 +265,14 @@ class _GuardedProtocol(asyncio.Protocol):
         if upgrade is None:
             return False
         self._stop_watching()  # (and `_head`, empty now, keeps what arrives during the admission)
-        self._pending = pending = asyncio.get_running_loop().create_task(taker.admit_upgrade(upgrade))
+        loop = asyncio.get_running_loop()
+        decided = taker.admit_upgrade_now(upgrade)
+        if decided is not None:
+            # Handed off from a callback of its own, as after an admission task: never from inside
+            # the transport's delivery of these bytes.
+            self._pending = loop.call_soon(self._upgrade_decided, taker, data, decided)
+            return True
+        self._pending = pending = loop.create_task(taker.admit_upgrade(upgrade))
         pending.add_done_callback(lambda task: self._upgrade_admitted(taker, data, task))
         return True
 

@@ -308,22 +308,22 @@ def connect_url(arn: str = ARN, *, tamper: bool = False) -> str:
 
 def test_authorize_connect_strict(tmp_path: Path) -> None:
     gate = gatekeeper(identities(tmp_path))
-    assert run(gate.authorize_connect(ws_request(connect_url()), ARN, Role.VIEWER)) == ACCOUNT
+    assert gate.authorize_connect(ws_request(connect_url()), ARN, Role.VIEWER) == ACCOUNT
 
 
 def test_authorize_connect_refusals(tmp_path: Path) -> None:
     gate = gatekeeper(identities(tmp_path))
     with pytest.raises(ServiceError) as info:
-        run(gate.authorize_connect(ws_request(connect_url(tamper=True)), ARN, Role.VIEWER))
+        gate.authorize_connect(ws_request(connect_url(tamper=True)), ARN, Role.VIEWER)
     assert (info.value.code, info.value.status) == ("InvalidSignatureException", 403)
     assert "does not match" in info.value.message
     other = ARN.replace(ACCOUNT, "444455556666")
     with pytest.raises(ServiceError) as info:
-        run(gate.authorize_connect(ws_request(connect_url(other)), other, Role.VIEWER))
+        gate.authorize_connect(ws_request(connect_url(other)), other, Role.VIEWER)
     assert info.value.code == "ResourceNotFoundException"
     late = gatekeeper(identities(tmp_path), now=T0 + 300)
     with pytest.raises(ServiceError) as info:
-        run(late.authorize_connect(ws_request(connect_url()), ARN, Role.VIEWER))
+        late.authorize_connect(ws_request(connect_url()), ARN, Role.VIEWER)
     assert (info.value.code, info.value.status) == ("AccessDeniedException", 403)
 
 
@@ -332,10 +332,10 @@ def test_authorize_connect_with_a_policy(tmp_path: Path, role: Role, allowed: bo
     policy = {"Statement": [{"Effect": "Allow", "Action": "kinesisvideo:ConnectAsViewer", "Resource": ARN}]}
     gate = gatekeeper(identities(tmp_path, policy))
     if allowed:
-        assert run(gate.authorize_connect(ws_request(connect_url()), ARN, role)) == ACCOUNT
+        assert gate.authorize_connect(ws_request(connect_url()), ARN, role) == ACCOUNT
         return
     with pytest.raises(ServiceError) as info:
-        run(gate.authorize_connect(ws_request(connect_url()), ARN, role))
+        gate.authorize_connect(ws_request(connect_url()), ARN, role)
     assert (info.value.code, info.value.status) == ("AccessDeniedException", 403)
     assert info.value.message == f"User {KEY} is not authorized to perform kinesisvideo:ConnectAsMaster on {ARN}"
 
@@ -361,7 +361,7 @@ def test_authorize_connect_reads_the_wire_as_the_general_path_does(
         general = ("error", e.code, e.message)
     gate = gatekeeper(identities(tmp_path))
     try:
-        assert run(gate.authorize_connect(request, ARN, Role.VIEWER)) == ACCOUNT
+        assert gate.authorize_connect(request, ARN, Role.VIEWER) == ACCOUNT
         got: tuple[Any, ...] = ("ok",)
     except ServiceError as e:
         assert e.status == 403
