@@ -379,21 +379,23 @@ def probe_serve(argv: list[str]) -> int:
         total = totals[name]
         clock = time.thread_time_ns
 
+        def add(t0: int) -> None:
+            total[1] += clock() - t0
+            total[0] += 1
+
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             t0 = clock()
             try:
                 return await fn(*args, **kwargs)
             finally:
-                total[1] += clock() - t0
-                total[0] += 1
+                add(t0)
 
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:  # (authorize_connect waits for nothing)
             t0 = clock()
             try:
                 return fn(*args, **kwargs)
             finally:
-                total[1] += clock() - t0
-                total[0] += 1
+                add(t0)
 
         return wrapper if asyncio.iscoroutinefunction(fn) else sync_wrapper
 

@@ -197,29 +197,34 @@ static void payload_of(char *out, int64_t stamp) {
 
 static char msgbuf[80000];
 
-static void send_to_master(Conn *viewer, int64_t stamp) {
+/* A message of `kvs_type` (PeerJS: `peer_type`) to `dst` (NULL: to the sender's master). */
+static void send_typed(Conn *c, const char *kvs_type, const char *peer_type, const char *dst, size_t dstlen,
+                       const char *payload, size_t plen) {
     int n;
-    if (kvs)
-        n = snprintf(msgbuf, sizeof msgbuf, "{\"action\":\"ICE_CANDIDATE\",\"messagePayload\":\"");
+    if (kvs && dst)
+        n = snprintf(msgbuf, sizeof msgbuf, "{\"action\":\"%s\",\"recipientClientId\":\"%.*s\",\"messagePayload\":\"%.*s\"}",
+                     kvs_type, (int)dstlen, dst, (int)plen, payload);
+    else if (kvs)
+        n = snprintf(msgbuf, sizeof msgbuf, "{\"action\":\"%s\",\"messagePayload\":\"%.*s\"}", kvs_type, (int)plen, payload);
+    else if (dst)
+        n = snprintf(msgbuf, sizeof msgbuf, "{\"type\":\"%s\",\"dst\":\"%.*s\",\"payload\":\"%.*s\"}", peer_type, (int)dstlen, dst,
+                     (int)plen, payload);
     else
-        n = snprintf(msgbuf, sizeof msgbuf, "{\"type\":\"CANDIDATE\",\"dst\":\"m%d\",\"payload\":\"", viewer->channel);
-    payload_of(msgbuf + n, stamp);
-    n += payload_len;
-    n += snprintf(msgbuf + n, sizeof msgbuf - n, "\"}");
-    queue_frame(viewer, 1, msgbuf, n);
+        n = snprintf(msgbuf, sizeof msgbuf, "{\"type\":\"%s\",\"dst\":\"m%d\",\"payload\":\"%.*s\"}", peer_type, c->channel,
+                     (int)plen, payload);
+    queue_frame(c, 1, msgbuf, n);
+}
+
+static char stamped[70000];
+
+static void send_to_master(Conn *viewer, int64_t stamp) {
+    payload_of(stamped, stamp);
+    send_typed(viewer, "ICE_CANDIDATE", "CANDIDATE", NULL, 0, stamped, payload_len);
 }
 
 static void send_to_viewer(Conn *master, const char *id, size_t idlen, int64_t stamp) {
-    int n;
-    if (kvs)
-        n = snprintf(msgbuf, sizeof msgbuf, "{\"action\":\"ICE_CANDIDATE\",\"recipientClientId\":\"%.*s\",\"messagePayload\":\"",
-                     (int)idlen, id);
-    else
-        n = snprintf(msgbuf, sizeof msgbuf, "{\"type\":\"CANDIDATE\",\"dst\":\"%.*s\",\"payload\":\"", (int)idlen, id);
-    payload_of(msgbuf + n, stamp);
-    n += payload_len;
-    n += snprintf(msgbuf + n, sizeof msgbuf - n, "\"}");
-    queue_frame(master, 1, msgbuf, n);
+    payload_of(stamped, stamp);
+    send_typed(master, "ICE_CANDIDATE", "CANDIDATE", id, idlen, stamped, payload_len);
 }
 
 /* -- reading ----------------------------------------------------------------------------------- */
@@ -247,23 +252,6 @@ static const char *member(const char *text, size_t n, const char *key, size_t *l
     if (!end) return NULL;
     *len = end - p;
     return p;
-}
-
-static void send_typed(Conn *c, const char *kvs_type, const char *peer_type, const char *dst, size_t dstlen,
-                       const char *payload, size_t plen) {
-    int n;
-    if (kvs && dst)
-        n = snprintf(msgbuf, sizeof msgbuf, "{\"action\":\"%s\",\"recipientClientId\":\"%.*s\",\"messagePayload\":\"%.*s\"}",
-                     kvs_type, (int)dstlen, dst, (int)plen, payload);
-    else if (kvs)
-        n = snprintf(msgbuf, sizeof msgbuf, "{\"action\":\"%s\",\"messagePayload\":\"%.*s\"}", kvs_type, (int)plen, payload);
-    else if (dst)
-        n = snprintf(msgbuf, sizeof msgbuf, "{\"type\":\"%s\",\"dst\":\"%.*s\",\"payload\":\"%.*s\"}", peer_type, (int)dstlen, dst,
-                     (int)plen, payload);
-    else
-        n = snprintf(msgbuf, sizeof msgbuf, "{\"type\":\"%s\",\"dst\":\"m%d\",\"payload\":\"%.*s\"}", peer_type, c->channel,
-                     (int)plen, payload);
-    queue_frame(c, 1, msgbuf, n);
 }
 
 static const char CLOSE_1000[] = {(char)0x88, (char)0x82, 0, 0, 0, 0, 0x03, (char)0xe8};
@@ -378,6 +366,14 @@ static void parse_frames(Conn *c) {
     c->rlen -= off;
 }
 
+/* The upgrade request for `path` (Host names master_port for both roles, as loadgen.mjs's does). */
+static int handshake_request(char *out, size_t size, const char *path) {
+    return snprintf(out, size,
+                    "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                    path, host, master_port);
+}
+
 static int epfd;
 static uint32_t *session_hist;
 static uint64_t session_count, session_max;
@@ -441,10 +437,7 @@ static void session_connected(Conn *c) {
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
     char req[MAX_LINE + 512];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     c->path, host, master_port);
+    int n = handshake_request(req, sizeof req, c->path);
     c->state = HANDSHAKE;
     queue_bytes(c, req, n);
 }
@@ -507,11 +500,7 @@ static void connect_conn(Conn *c, int port) {
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) die("connect to port %d: %s", port, strerror(errno));
     char req[MAX_LINE + 512];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     c->path, host, master_port);
-    /* Host names master_port for both roles, as the Node generator's does under split.mjs. */
+    int n = handshake_request(req, sizeof req, c->path);
     if (write(c->fd, req, n) != n) die("handshake write: %s", strerror(errno));
     c->rcap = 131072;
     c->rbuf = xrealloc(NULL, c->rcap);

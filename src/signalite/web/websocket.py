@@ -45,7 +45,7 @@ from signalite.signaling.hub import (
     connect_role,
 )
 from signalite.signaling.protocol import MessageType
-from signalite.store.base import ChannelStore, StoreUnavailable
+from signalite.store.base import Channel, ChannelStore, StoreUnavailable
 from signalite.web.fastws import MAX_FRAME_BYTES, FastSocket, Upgrade, refusal_response
 from signalite.web.rest import error_response
 
@@ -314,11 +314,10 @@ class SignalingSockets:
             channel = known_active_channel(self.store, arn, account=account)
             if channel is None:
                 return None
-            conn = Connection(self.new_id(), role, client_id, arn)
+            conn, ref = self._new_connection(client_id, role, channel)
             conn.early = []
             self.connections[conn.id] = conn
             try:
-                ref = ChannelRef(arn, channel.message_ttl_seconds)
                 actions = self.hub.connect(conn.id, ref, role, client_id, self.monotonic())
             except BaseException:
                 self.connections.pop(conn.id, None)
@@ -410,9 +409,11 @@ class SignalingSockets:
 
     async def _admit(self, request: web.BaseRequest | Upgrade) -> tuple[Connection, ChannelRef]:
         client_id, role, arn, account = self._check_admission(request)
-        channel = await active_channel(self.store, arn, account=account)
-        conn = Connection(self.new_id(), role, client_id, arn)
-        return conn, ChannelRef(arn, channel.message_ttl_seconds)
+        return self._new_connection(client_id, role, await active_channel(self.store, arn, account=account))
+
+    def _new_connection(self, client_id: str | None, role: Role, channel: Channel) -> tuple[Connection, ChannelRef]:
+        conn = Connection(self.new_id(), role, client_id, channel.arn)
+        return conn, ChannelRef(channel.arn, channel.message_ttl_seconds)
 
     # -- frames ------------------------------------------------------------------------------------
 
