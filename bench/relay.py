@@ -662,6 +662,80 @@ def _round_line(r: dict[str, Any]) -> str:
 # -- main ------------------------------------------------------------------------------------------
 
 
+def run_together(opts: argparse.Namespace, candidates: list[str], workdir: Path) -> str:
+    """--together: every candidate's server up at once (all on CPU 0), loaded at the same time.
+
+    One generator per server (all on CPU 1) runs the same workload over the same seconds, so a
+    slower or faster stretch of this machine (its speed drifts by +-25 % within a minute) hits every
+    candidate alike; alternating windows cannot cancel that drift. The servers split their core, and
+    each one's work per CPU-second is its rate on a core of its own (less what sharing costs: cache
+    and context switches, which all pay). Reported per window, then the median over the rounds.
+    """
+    servers = [start_server(name, opts, workdir, f"t-{name}") for name in candidates]
+    rows: list[dict[str, dict[str, float]]] = []
+    try:
+        for rnd in range(-1, opts.rounds):  # round -1 warms every server up (Node's JIT, first-use allocations)
+            per: dict[str, dict[str, float]] = {}
+            for mode in ("relay", "sessions"):
+                configs = []
+                for server in servers:
+                    base = _base_config(server, mode)
+                    if mode == "relay":
+                        configs.append({**base, "viewers": opts.viewers, "window": opts.window, "rate": None,
+                                        "payloadLen": opts.payload, "warmup": opts.warmup, "duration": opts.duration,
+                                        "tag": f"t{rnd}"})  # fmt: skip
+                    else:
+                        configs.append({**base, "concurrency": opts.session_concurrency, "offerLen": 2000,
+                                        "warmup": opts.warmup, "duration": opts.duration,
+                                        "tag": f"t{rnd}"})  # fmt: skip
+                # The generators sign their URL pools first (a few seconds for sessions): all begin at once.
+                start_at = time.time() + (8.0 if mode == "sessions" else 1.0)
+                configs = [{**c, "startAt": start_at} for c in configs]
+                out: dict[str, dict[str, Any]] = {}
+
+                def one(server: Server, config: dict[str, Any], out: dict[str, dict[str, Any]] = out) -> None:
+                    out[server.name] = run_measured(server, config, opts)
+
+                threads = [threading.Thread(target=one, args=(s, c)) for s, c in zip(servers, configs, strict=True)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                key = "msgs_per_s" if mode == "relay" else "sessions_per_s"
+                for name, r in out.items():
+                    cpu = r.get("server_cpu") or 0.0
+                    per.setdefault(name, {})[f"{mode}_rate"] = r[key]
+                    per[name][f"{mode}_per_cpu_s"] = r[key] / cpu if cpu else float("nan")
+                    per[name][f"{mode}_cpu"] = cpu
+            if rnd < 0:
+                continue
+            rows.append(per)
+            print(f"together, round {rnd + 1}/{opts.rounds}: " + "; ".join(
+                f"{n} relay {v['relay_rate']:,.0f}/s ({v['relay_cpu']:.0%} CPU), sessions {v['sessions_rate']:,.0f}/s "
+                f"({v['sessions_cpu']:.0%})" for n, v in per.items()), file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        for server in servers:
+            _stop(server.proc)
+    lines = ["", "Side by side (--together): every server on CPU 0 at once, one generator each on CPU 1, "
+             f"{opts.rounds} windows of {opts.duration:g} s.",
+             "Work per CPU-second of each server (its rate / its CPU share in that window); ratios per window, "
+             "then their median:"]  # fmt: skip
+    for mode, unit in (("relay", "msgs"), ("sessions", "sessions")):
+        for base in ("bare", "peerjs"):
+            if "signalite" not in candidates or base not in candidates:
+                continue
+            ratios = [r["signalite"][f"{mode}_per_cpu_s"] / r[base][f"{mode}_per_cpu_s"] for r in rows]
+            rates = [r["signalite"][f"{mode}_rate"] / r[base][f"{mode}_rate"] for r in rows]
+            sig = statistics.median(r["signalite"][f"{mode}_per_cpu_s"] for r in rows)
+            other = statistics.median(r[base][f"{mode}_per_cpu_s"] for r in rows)
+            lines.append(
+                f"  {mode:<8} signalite / {LABELS[base]:<13} {statistics.median(ratios):.2f}x "
+                f"(windows: {' '.join(f'{x:.2f}' for x in ratios)}; by rate alone {statistics.median(rates):.2f}x); "
+                f"{sig:,.0f} vs {other:,.0f} {unit} per CPU-second"
+            )
+    return "\n".join(lines)
+
+
 def _ensure_node_deps() -> None:
     if shutil.which("node") is None or shutil.which("npm") is None:
         sys.exit("relay.py: node and npm are needed (Debian: apt-get install nodejs npm)")
@@ -728,6 +802,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--bare-stack", choices=("picows", "aiohttp"), default="picows",
         help="the bare relay's WebSocket stack (default picows: what serves signalite's WebSockets on a single node)",
     )  # fmt: skip
+    parser.add_argument(
+        "--together", action="store_true",
+        help="instead of the rounds above: relay (saturation) and sessions with every candidate's server up and "
+             "loaded at once, so machine drift hits them alike (see run_together)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every raw figure to this file")
     parser.add_argument(
         "--profile-dir",
@@ -761,6 +840,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in candidates}
     started = time.monotonic()
+    if opts.together:
+        with tempfile.TemporaryDirectory(prefix="signalite-relay-bench-") as tmp:
+            print(run_together(opts, candidates, Path(tmp)))
+        print(f"\n({time.monotonic() - started:.0f} s; command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])})")
+        return 0
     with tempfile.TemporaryDirectory(prefix="signalite-relay-bench-") as tmp:
         workdir = Path(tmp)
         for rnd in range(opts.rounds):

@@ -114,6 +114,8 @@ def main() -> None:
     fd, name = tempfile.mkstemp(prefix="relaygen-", suffix=".conf")
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(config_lines(cfg)) + "\n")
+    if cfg.get("startAt"):  # several generators started together (relay.py --together) begin together
+        time.sleep(max(0.0, min(30.0, float(cfg["startAt"]) - time.time())))
     os.execv(binary, [str(binary), name, "--unlink"])  # it removes the file once it has read it
 
 
