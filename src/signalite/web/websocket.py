@@ -449,9 +449,11 @@ class SignalingSockets:
     def _on_text(self, conn: Connection, text: str) -> None:
         """A text frame from the parser's callback (direct dispatch, and the picows path)."""
         try:
-            actions = self.hub.receive(conn.id, text, self.monotonic())
-            for action in actions:
-                self._perform_now(action, flushing=False)
+            for action in self.hub.receive(conn.id, text, self.monotonic()):
+                if type(action) is Forward:  # (`_perform_now`, inlined: this runs once per message)
+                    self.bus.forward_nowait(action)
+                else:
+                    self._perform_local(action, flushing=False)
         except Exception:  # a bug here must cost this connection, never the parser or the server
             logging.getLogger("signalite").exception("ws.dispatch_failed")
             self._close(conn, 1011, "internal error")
@@ -466,19 +468,17 @@ class SignalingSockets:
 
     def _perform_now(self, action: Action, *, flushing: bool) -> None:
         """`perform` for one action, from a callback that cannot wait (forwards keep their order)."""
-        if isinstance(action, Forward):
+        if type(action) is Forward:
             self.bus.forward_nowait(action)
         else:
             self._perform_local(action, flushing=flushing)
 
     def _perform_local(self, action: Action, *, flushing: bool) -> None:
         """A Send or Close for a connection of this node."""
-        if isinstance(action, Forward):  # only Bus.forward handles these
-            raise TypeError("a Forward action needs the bus")
-        conn = self.connections.get(action.connection)
-        if conn is None:
-            return
-        if isinstance(action, Send):
+        if type(action) is Send:  # the usual action first
+            conn = self.connections.get(action.connection)
+            if conn is None:
+                return
             if conn.early is not None and not flushing:
                 conn.early.append(action)
                 return
@@ -488,10 +488,15 @@ class SignalingSockets:
             if action.frame.startswith(_CONTROL_FRAMES):
                 self._record_control(conn, action.frame)
             self._queue(conn, action.frame)
-        elif isinstance(action, Close):
+        elif type(action) is Close:
+            conn = self.connections.get(action.connection)
+            if conn is None:
+                return
             self.record("closed", conn.channel_arn, role=conn.role.value, client_id=conn.client_id,
                         reason=action.reason)  # fmt: skip
             self._close(conn, action.code, action.reason)
+        else:  # only Bus.forward handles these
+            raise TypeError("a Forward action needs the bus")
 
     def _queue(self, conn: Connection, frame: str) -> None:
         """Queue a text frame for `conn`; all frames queued in one loop iteration leave in one write.

@@ -630,10 +630,10 @@ def test_stats(hub: Hub):
     assert s["connects"] == 3 and s["ttl_dropped"] == 0 and s["go_aways"] == 0
 
 
-def test_actions_are_frozen():
-    with pytest.raises(FrozenInstanceError):
+def test_actions_are_immutable():
+    with pytest.raises(AttributeError):
         Send(1, "x").frame = "y"  # type: ignore[misc]
-    with pytest.raises(FrozenInstanceError):
+    with pytest.raises(AttributeError):
         Close(1, 1000, "r").code = 1001  # type: ignore[misc]
 
 
