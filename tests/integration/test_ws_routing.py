@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import aiofastnet
 import aiohttp
 import pytest
 
@@ -525,6 +526,19 @@ async def test_text_frames_are_dispatched_directly_on_a_single_node(h: Harness, 
     stack = h.server.server.settings.websocket_stack
     assert h.server.call(paths) == (["picows", "picows"] if stack == "auto" else ["direct", "direct"])
     await barrier(master)
+
+
+async def test_plain_connections_ride_aiofastnet_transports(h: Harness, session: aiohttp.ClientSession) -> None:
+    # Without TLS the listener is aiofastnet's (web/guard.py): a connect costs a fifth less CPU on its
+    # transports than on uvloop's (bench/README.md). This fails when a dependency change turns it off.
+    arn = h.create_channel()
+    await connect(session, h.ws_url(arn))
+    await wait_connections(h, 1)
+
+    async def transports() -> list[bool]:
+        return [isinstance(c.transport, aiofastnet.Transport) for c in h.server.server.sockets.connections.values()]
+
+    assert h.server.call(transports) == [True]
 
 
 async def test_frames_keep_their_order_when_pings_come_between(h: Harness, session: aiohttp.ClientSession) -> None:
