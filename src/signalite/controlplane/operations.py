@@ -15,7 +15,7 @@ import base64
 import binascii
 import secrets
 import string
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -217,6 +217,14 @@ def _decode_token(token: str | None) -> str | None:
     return after
 
 
+def _page(member: str, infos: list[Result], found: Sequence[Channel | Stream], limit: int) -> Result:
+    """One page of a List* result: `found` holds up to `limit` + 1 items (one more: there is a next page)."""
+    result: Result = {member: infos}
+    if len(found) > limit:
+        result["NextToken"] = _encode_token(found[limit - 1].name)
+    return result
+
+
 def _prefix(condition: Mapping[str, Any] | None) -> str | None:
     if not condition:
         return None
@@ -307,10 +315,7 @@ async def list_signaling_channels(ctx: RequestContext, params: Params) -> Result
         after=_decode_token(params.get("NextToken")),
         limit=limit + 1,
     )
-    result: Result = {"ChannelInfoList": [channel_info(c) for c in channels[:limit]]}
-    if len(channels) > limit:
-        result["NextToken"] = _encode_token(channels[limit - 1].name)
-    return result
+    return _page("ChannelInfoList", [channel_info(c) for c in channels[:limit]], channels, limit)
 
 
 async def _replace_channel(ctx: RequestContext, current: Channel, new: Channel) -> None:
@@ -498,10 +503,7 @@ async def list_streams(ctx: RequestContext, params: Params) -> Result:
         after=_decode_token(params.get("NextToken")),
         limit=limit + 1,
     )
-    result: Result = {"StreamInfoList": [stream_info(s) for s in streams[:limit]]}
-    if len(streams) > limit:
-        result["NextToken"] = _encode_token(streams[limit - 1].name)
-    return result
+    return _page("StreamInfoList", [stream_info(s) for s in streams[:limit]], streams, limit)
 
 
 async def _replace_stream(ctx: RequestContext, current: Stream, new: Stream) -> None:

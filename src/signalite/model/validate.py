@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import regex
 
@@ -106,18 +106,25 @@ def _member_path(parent: str, member: str) -> str:
 _CACHE: dict[tuple[int, str], Checker] = {}
 
 
-def _checker(shapes: Shapes, shape_name: str) -> Checker:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _memoized(cache: dict[tuple[int, str], _F], shapes: Shapes, shape_name: str, build: Callable[[], _F]) -> _F:
+    """The function `build()` makes for a shape, made once per model and shape name."""
     key = (id(shapes), shape_name)
-    found = _CACHE.get(key)
+    found = cache.get(key)
     if found is None:
-        # Insert a trampoline first so recursive shapes terminate.
-        slot: list[Checker] = []
-        _CACHE[key] = lambda v, p, out: slot[0](v, p, out)
-        built = _build(shapes, shapes[shape_name])
-        slot.append(built)
-        _CACHE[key] = built
-        found = built
+        # A trampoline stands in while the shape is built, so that recursive shapes terminate.
+        slot: list[_F] = []
+        cache[key] = cast(_F, lambda *args: slot[0](*args))
+        found = build()
+        slot.append(found)
+        cache[key] = found
     return found
+
+
+def _checker(shapes: Shapes, shape_name: str) -> Checker:
+    return _memoized(_CACHE, shapes, shape_name, lambda: _build(shapes, shapes[shape_name]))
 
 
 def _build(shapes: Shapes, shape: Any) -> Checker:
@@ -283,17 +290,7 @@ _PREDICATES: dict[tuple[int, str], Predicate] = {}
 
 
 def _predicate(shapes: Shapes, shape_name: str) -> Predicate:
-    key = (id(shapes), shape_name)
-    found = _PREDICATES.get(key)
-    if found is None:
-        # Insert a trampoline first so recursive shapes terminate.
-        slot: list[Predicate] = []
-        _PREDICATES[key] = lambda v: slot[0](v)
-        built = _build_predicate(shapes, shapes[shape_name])
-        slot.append(built)
-        _PREDICATES[key] = built
-        found = built
-    return found
+    return _memoized(_PREDICATES, shapes, shape_name, lambda: _build_predicate(shapes, shapes[shape_name]))
 
 
 def _build_predicate(shapes: Shapes, shape: Any) -> Predicate:
