@@ -541,6 +541,25 @@ async def test_plain_connections_ride_aiofastnet_transports(h: Harness, session:
     assert h.server.call(transports) == [True]
 
 
+async def test_picows_sockets_keep_nothing_of_their_handshake(h: Harness, session: aiohttp.ClientSession) -> None:
+    # picows keeps the upgrade request and the 101 response on the transport for the socket's life;
+    # web/fastws.py empties them once the handshake is over (1.5 KiB of every idle connection).
+    if h.server.server.settings.websocket_stack != "auto":
+        pytest.skip("the aiohttp path keeps no picows transport")
+    arn = h.create_channel()
+    await connect(session, h.ws_url(arn, "v1"))
+    await wait_connections(h, 1)
+
+    async def kept() -> list[tuple[int, int, bytes]]:
+        return [
+            (len(c.ws.transport.request.headers), len(c.ws.transport.response.headers), c.ws.transport.request.path)
+            for c in h.server.server.sockets.connections.values()
+            if isinstance(c.ws, FastSocket)
+        ]
+
+    assert h.server.call(kept) == [(0, 0, b"/")]
+
+
 async def test_frames_keep_their_order_when_pings_come_between(h: Harness, session: aiohttp.ClientSession) -> None:
     # One write with text, ping, text, ping, text: the first text goes straight to the hub, the
     # ping waits in aiohttp's queue, and the texts behind it must wait too, or they would overtake it.
