@@ -46,13 +46,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import queue
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,6 +63,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchlib import die_with_parent as _die_with_parent
+from benchlib import free_port as _free_port
+from benchlib import pinned as _pinned
+from benchlib import proc_cpu as _proc_cpu
+from benchlib import stop as _stop
+from benchlib import wait_port as _wait_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -102,23 +107,6 @@ CANDIDATES: dict[str, Candidate] = {
 # -- processes -------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when this script dies (Linux), so nothing lingers."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _pinned(cpus: str, argv: Sequence[str], nice: int) -> list[str]:
-    prefix = ["nice", "-n", str(nice)] if nice else []
-    return [*prefix, "taskset", "-c", cpus, *argv]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -127,33 +115,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
-
-
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) of a process, from /proc/<pid>/stat."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cores_busy() -> dict[int, float]:
@@ -166,18 +133,6 @@ def _cores_busy() -> dict[int, float]:
                 p = line.split()
                 busy[int(p[0][3:])] = (int(p[1]) + int(p[2]) + int(p[3]) + int(p[6]) + int(p[7])) / tick
     return busy
-
-
-def _wait_port(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{log.name}: exited with {proc.returncode} before listening:\n{tail}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{log.name}: port {port} not listening within {timeout} s")
 
 
 def _health(port: int) -> dict[str, Any]:

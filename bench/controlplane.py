@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +33,11 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchlib import die_with_parent as _die_with_parent
+from benchlib import free_port as _free_port
+from benchlib import pinned
+from benchlib import stop as _stop
 
 from signalite.config import Settings
 from signalite.controlplane.operations import new_version
@@ -98,25 +99,11 @@ async def _seed(db: Path, count: int) -> None:
 # -- processes -------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when this script dies (Linux), so nothing lingers."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 NICE = 0  # --nice: scheduling priority of everything started here (negative needs root)
 
 
 def _pinned(cpu: int | None, argv: Sequence[str]) -> list[str]:
-    prefix = ["nice", "-n", str(NICE)] if NICE else []
-    return [*prefix, "taskset", "-c", str(cpu), *argv] if cpu is not None else [*prefix, *argv]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return pinned(cpu, argv, NICE)
 
 
 def _post(port: int, path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
@@ -144,16 +131,6 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, timeout: fl
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"server on port {port} did not answer within {timeout} s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 # -- wrk -------------------------------------------------------------------------------------------

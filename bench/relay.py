@@ -31,14 +31,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import queue
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +46,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchlib import die_with_parent as _die_with_parent
+from benchlib import free_port as _free_port
+from benchlib import pinned as _pinned
+from benchlib import proc_cpu as _proc_cpu
+from benchlib import stop as _stop
+from benchlib import wait_port as _wait_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -69,43 +73,6 @@ PORTS_PER_SOURCE = 20_000  # ephemeral ports one source address can offer (32768
 
 
 # -- processes -------------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when this script dies (Linux), so nothing lingers."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _pinned(cpu: int, argv: Sequence[str]) -> list[str]:
-    return ["taskset", "-c", str(cpu), *argv]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) of a process, from /proc/<pid>/stat."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cores_busy() -> dict[int, float]:
@@ -237,18 +204,6 @@ class Server:
     @property
     def pid(self) -> int:
         return self.proc.pid
-
-
-def _wait_port(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"server exited with {proc.returncode} before listening:\n{tail}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"server on port {port} did not listen within {timeout} s")
 
 
 def _signalite_supports(flag: str) -> bool:

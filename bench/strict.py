@@ -36,13 +36,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import queue
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -56,6 +54,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from benchlib import die_with_parent as _die_with_parent
+from benchlib import free_port as _free_port
+from benchlib import pinned
+from benchlib import stop as _stop
 
 from signalite.auth.sigv4 import Credential, RequestParts, presign_url, sign_request
 from signalite.config import Settings
@@ -205,34 +208,11 @@ def write_ws_pool(path: Path, port: int, credential: Credential, size: int, chan
 # -- processes -------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when this script dies (Linux), so nothing lingers."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 NICE = [0]  # --nice: the servers' and generators' nice level
 
 
 def _pinned(cpu: int | None, argv: Sequence[str]) -> list[str]:
-    prefix = ["nice", "-n", str(NICE[0])] if NICE[0] else []
-    return [*prefix, *(["taskset", "-c", str(cpu)] if cpu is not None else []), *argv]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    return pinned(cpu, argv, NICE[0])
 
 
 def _raw(port: int, data: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
