@@ -319,6 +319,10 @@ async def test_ttl_buffer_is_shared_by_the_nodes(cluster: Cluster, session: aioh
     await barrier(early)
     sent_at = time.monotonic()
     buffer_key = f"{cluster.name}:buf:{expiring}:m"
+    # (The node writes to Redis one loop iteration after the barrier's answer: wait a moment for it.)
+    deadline = time.monotonic() + 2
+    while cluster.r.llen(buffer_key) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     assert cluster.r.llen(buffer_key) == 2
     assert 0 < cluster.r.pttl(buffer_key) <= 5000
     await early.close()
