@@ -307,6 +307,17 @@ async def test_master_on_a_viewers_on_b_and_c_exchange_offers_answers_and_candid
         await ws.close()
 
 
+async def buffered(cluster: Cluster, key: str, count: int, timeout: float = 2.0) -> None:
+    """Until Redis holds `count` buffered messages under `key` (or `timeout` passes).
+
+    A barrier's answer comes back before the node's write to Redis (bus/resp.py writes one loop
+    iteration later), so what the frames before it buffered may still be on its way.
+    """
+    deadline = time.monotonic() + timeout
+    while cluster.r.llen(key) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
 async def test_ttl_buffer_is_shared_by_the_nodes(cluster: Cluster, session: aiohttp.ClientSession) -> None:
     """Messages for an absent recipient wait in Redis for MessageTtlSeconds, for whichever node it joins."""
     expiring = cluster.a.h.create_channel(ttl=5)
@@ -319,10 +330,7 @@ async def test_ttl_buffer_is_shared_by_the_nodes(cluster: Cluster, session: aioh
     await barrier(early)
     sent_at = time.monotonic()
     buffer_key = f"{cluster.name}:buf:{expiring}:m"
-    # (The node writes to Redis one loop iteration after the barrier's answer: wait a moment for it.)
-    deadline = time.monotonic() + 2
-    while cluster.r.llen(buffer_key) < 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await buffered(cluster, buffer_key, 2)
     assert cluster.r.llen(buffer_key) == 2
     assert 0 < cluster.r.pttl(buffer_key) <= 5000
     await early.close()
@@ -378,6 +386,7 @@ async def test_a_new_ttl_set_through_one_node_applies_on_the_others(
     key = f"{cluster.name}:buf:{arn}:m"
     await viewer.send_str(out("ICE_CANDIDATE", ice("before")))
     await barrier(viewer)
+    await buffered(cluster, key, 1)
     assert 55_000 < cluster.r.pttl(key) <= 60_000
     cluster.r.delete(key)
 
@@ -390,6 +399,7 @@ async def test_a_new_ttl_set_through_one_node_applies_on_the_others(
     while True:
         await viewer.send_str(out("ICE_CANDIDATE", ice("after")))
         await barrier(viewer)
+        await buffered(cluster, key, 1)
         ttl = cluster.r.pttl(key)
         if 0 < ttl <= 5000 or time.monotonic() > deadline:
             break
