@@ -589,6 +589,41 @@ async def test_frames_keep_their_order_when_pings_come_between(h: Harness, sessi
         sock.close()
 
 
+async def test_frames_queued_in_one_iteration_leave_in_one_write_per_connection(
+    h: Harness, session: aiohttp.ClientSession
+) -> None:
+    # A burst from the master that the server reads at once: every frame for a viewer leaves in one
+    # write, and one callback at the end of the loop iteration writes for every viewer (web/websocket.py
+    # SignalingSockets._queue), not one per message.
+    arn = h.create_channel()
+    master = raw_ws_connect(h.port, {"X-Amz-ChannelARN": arn})
+    viewers = {cid: await connect(session, h.ws_url(arn, cid)) for cid in ("v1", "v2")}
+    sockets = h.server.server.sockets
+    flushes: list[list[tuple[str | None, int]]] = []
+    try:
+        await wait_connections(h, 3)
+
+        async def spy() -> None:
+            flush_all = sockets._flush_all
+
+            def counted() -> None:
+                flushes.append([(c.client_id, len(c.outgoing or ()) // 2) for c in sockets._unflushed])
+                flush_all()
+
+            sockets._flush_all = counted
+
+        h.server.call(spy)
+        sent = [(cid, ice_payload(i)) for i in range(2) for cid in ("v1", "v2")]
+        burst = b"".join(ws_frame(frame("ICE_CANDIDATE", p, recipient=cid).encode()) for cid, p in sent)
+        assert len(burst) < 2048  # one read of the server's smallest buffer
+        master.sendall(burst)
+        for cid, p in sent:
+            assert_from_master(await recv_json(viewers[cid]), "ICE_CANDIDATE", p)
+        assert flushes == [[("v1", 2), ("v2", 2)]]
+    finally:
+        master.close()
+
+
 async def test_a_usual_connect_is_admitted_without_a_task(h: Harness, session: aiohttp.ClientSession) -> None:
     # On one node, once the channel is in the store's memory, nothing in an admission waits: the
     # picows path admits in the guard's callback. So are refusals that need no lookup.

@@ -209,6 +209,8 @@ class SignalingSockets:
         # Recent signaling events for the console's live view (never payloads).
         self.recent_events: deque[dict[str, Any]] = deque(maxlen=2000)
         self._closing: set[asyncio.Task[None]] = set()
+        # Connections with frames queued in this loop iteration, in the order they were first queued.
+        self._unflushed: list[Connection] = []
 
     def new_id(self) -> int:
         return next(self._ids)
@@ -527,10 +529,20 @@ class SignalingSockets:
         queued = conn.outgoing
         if queued is None:
             conn.outgoing = [header, data]
-            asyncio.get_running_loop().call_soon(self._flush, conn)
+            unflushed = self._unflushed
+            if not unflushed:
+                # One callback per loop iteration, not one per message: the first frame of the
+                # iteration schedules the write of all of them.
+                asyncio.get_running_loop().call_soon(self._flush_all)
+            unflushed.append(conn)
         else:
             queued.append(header)
             queued.append(data)
+
+    def _flush_all(self) -> None:
+        unflushed, self._unflushed = self._unflushed, []
+        for conn in unflushed:
+            self._flush(conn)
 
     @staticmethod
     def _flush(conn: Connection) -> None:
