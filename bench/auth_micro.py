@@ -141,7 +141,7 @@ def build(count: int) -> tuple[dict[str, Gatekeeper], dict[str, Loop], dict[str,
 
     async def connect(g: Gatekeeper) -> None:
         for req, arn in ws_reqs:
-            await g.authorize_connect(req, arn, Role.VIEWER)
+            g.authorize_connect(req, arn, Role.VIEWER)  # (waits for nothing: a plain call)
 
     def rest_loop(reqs: list[tuple[Any, bytes, dict[str, Any]]], op: Any) -> Callable[[Gatekeeper], Awaitable[None]]:
         async def loop(g: Gatekeeper) -> None:
@@ -152,7 +152,10 @@ def build(count: int) -> tuple[dict[str, Gatekeeper], dict[str, Loop], dict[str,
         return loop
 
     def connect_call(req: Any, arn: str) -> Call:
-        return lambda g: g.authorize_connect(req, arn, Role.VIEWER)
+        async def call(g: Gatekeeper) -> None:
+            g.authorize_connect(req, arn, Role.VIEWER)
+
+        return call
 
     def rest_call(req: Any, body: bytes, params: dict[str, Any], op: Any) -> Call:
         async def call(g: Gatekeeper) -> None:
