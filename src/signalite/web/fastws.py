@@ -103,8 +103,10 @@ def parse_upgrade(data: bytes) -> Upgrade | None:
     lines, one Host, `Upgrade: websocket`, `Connection: upgrade`, version 13, a
     key of 16 bytes, and no body. None is never an error; it only means "not this path".
     """
-    end = data.find(b"\r\n\r\n")
-    if end < 0 or end + 4 != len(data) or end > _MAX_HEAD:
+    # The blank line must come last and only there; an earlier one fails the header-line check
+    # below (it is no `name:value`), so testing the end is enough.
+    end = len(data) - 4
+    if end > _MAX_HEAD or not data.endswith(b"\r\n\r\n"):
         return None
     try:
         head = data[:end].decode("ascii")

@@ -43,6 +43,8 @@ def test_a_plain_upgrade_is_taken_with_its_target_and_headers() -> None:
         request("/?a=\x7f"),
         request()[:-2],  # incomplete
         request() + b"GET / HTTP/1.1\r\n",  # pipelined bytes after it
+        request() + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # a whole second request after it
+        request() + b"X-After: 1\r\n\r\n",  # "headers" after the blank line
         request().replace(b"Upgrade: websocket", b"Upgrade: h2c"),
         request().replace(b"Connection: Upgrade", b"Connection: keep-alive"),
         request().replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8"),
@@ -59,8 +61,8 @@ def test_a_plain_upgrade_is_taken_with_its_target_and_headers() -> None:
         request(base=("Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {KEY}",
                       "Sec-WebSocket-Version: 13")),
     ],
-    ids=["post", "http10", "absolute", "target-ctl", "target-del", "incomplete", "pipelined", "h2c", "keep-alive",
-         "version", "key", "two-hosts",
+    ids=["post", "http10", "absolute", "target-ctl", "target-del", "incomplete", "pipelined", "pipelined-whole",
+         "after-blank", "h2c", "keep-alive", "version", "key", "two-hosts",
          "body", "chunked", "bad-name", "no-colon", "folded", "control-char", "non-ascii", "too-long", "no-host"],
 )  # fmt: skip
 def test_anything_unusual_is_left_to_aiohttp(data: bytes) -> None:
