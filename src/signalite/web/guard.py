@@ -163,6 +163,8 @@ _MAX_HEAD = 64 * 1024  # aiohttp refuses far smaller header blocks; we only need
 
 # What the guard is waiting for on a connection.
 _HEADERS, _BODY, _IDLE, _OFF = range(4)
+# `_GuardedProtocol._pending` once an upgrade's admission has been decided (handed off or refused).
+_DECIDED = object()
 
 
 class _GuardedProtocol(asyncio.Protocol):
@@ -194,8 +196,9 @@ class _GuardedProtocol(asyncio.Protocol):
         self._state = _IDLE
         self._remaining = 0
         self._transport = None
-        # The admission under way (its task, or the callback that hands an admitted one off).
-        self._pending: asyncio.Future[FastSocket | bytes] | asyncio.Handle | None = None
+        # An upgrade being admitted: its admission task while that runs, then `_DECIDED`. While it is
+        # not None, bytes that come before the hand-off are kept for the protocol that takes over.
+        self._pending: asyncio.Future[FastSocket | bytes] | object | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -284,7 +287,10 @@ class _GuardedProtocol(asyncio.Protocol):
         if decided is not None:
             # Handed off from a callback of its own, as after an admission task: never from inside
             # the transport's delivery of these bytes.
-            self._pending = loop.call_soon(self._upgrade_decided, taker, data, decided)
+            loop.call_soon(self._upgrade_decided, taker, data, decided)
+            # (Not the handle: it holds a bound method of this protocol, a cycle only the collector
+            # would break.)
+            self._pending = _DECIDED
             return True
         self._pending = pending = loop.create_task(taker.admit_upgrade(upgrade))
         pending.add_done_callback(lambda task: self._upgrade_admitted(taker, data, task))
@@ -301,6 +307,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self._upgrade_decided(taker, data, task.result())
 
     def _upgrade_decided(self, taker: UpgradeTaker, data: bytes, result: FastSocket | bytes) -> None:
+        self._pending = _DECIDED  # (drops the admission task, which holds `result`)
         transport = self._transport
         assert transport is not None
         if self._lost:  # the client left while it was being admitted
