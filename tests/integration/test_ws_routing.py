@@ -624,6 +624,51 @@ async def test_frames_queued_in_one_iteration_leave_in_one_write_per_connection(
         master.close()
 
 
+async def test_a_failed_write_to_one_connection_does_not_hold_back_the_others(
+    h: Harness, session: aiohttp.ClientSession
+) -> None:
+    # Frames for several connections leave from one callback per loop iteration; a write that raises
+    # (a stand-in transport: a real one fails this way only on a bug) costs that connection's frames only.
+    arn = h.create_channel()
+    master = raw_ws_connect(h.port, {"X-Amz-ChannelARN": arn})
+    viewers = {cid: await connect(session, h.ws_url(arn, cid)) for cid in ("v1", "v2")}
+    sockets = h.server.server.sockets
+    try:
+        await wait_connections(h, 3)
+
+        class Broken:
+            def is_closing(self) -> bool:
+                return False
+
+            def get_write_buffer_size(self) -> int:
+                return 0
+
+            def write(self, data: bytes) -> None:
+                raise RuntimeError("a write that fails")
+
+        async def break_v1() -> Any:
+            conn = next(c for c in sockets.connections.values() if c.client_id == "v1")
+            real, conn.transport = conn.transport, Broken()
+            return conn, real
+
+        conn, real = h.server.call(break_v1)
+        sent = [(cid, ice_payload(i)) for i in range(2) for cid in ("v1", "v2")]
+        master.sendall(b"".join(ws_frame(frame("ICE_CANDIDATE", p, recipient=cid).encode()) for cid, p in sent))
+        for cid, p in sent:
+            if cid == "v2":
+                assert_from_master(await recv_json(viewers["v2"]), "ICE_CANDIDATE", p)
+
+        async def repair() -> None:
+            conn.transport = real
+
+        h.server.call(repair)
+        later = ice_payload(9)
+        master.sendall(ws_frame(frame("ICE_CANDIDATE", later, recipient="v1").encode()))
+        assert_from_master(await recv_json(viewers["v1"]), "ICE_CANDIDATE", later)  # v1 is not stuck
+    finally:
+        master.close()
+
+
 async def test_a_usual_connect_is_admitted_without_a_task(h: Harness, session: aiohttp.ClientSession) -> None:
     # On one node, once the channel is in the store's memory, nothing in an admission waits: the
     # picows path admits in the guard's callback. So are refusals that need no lookup.

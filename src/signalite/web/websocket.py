@@ -542,7 +542,11 @@ class SignalingSockets:
     def _flush_all(self) -> None:
         unflushed, self._unflushed = self._unflushed, []
         for conn in unflushed:
-            self._flush(conn)
+            try:
+                self._flush(conn)
+            except Exception:  # one connection's failed write must not hold back the others' frames
+                logging.getLogger("signalite").exception("ws.write_failed")
+                conn.outgoing = None
 
     @staticmethod
     def _flush(conn: Connection) -> None:
