@@ -8,6 +8,8 @@ SDKs send and expose the AWS response headers, on errors too.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import http.client
 import json
 import ssl
@@ -132,6 +134,53 @@ async def test_wss_connects_with_the_ca(tls: Harness, session: aiohttp.ClientSes
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await connect(session, tls.ws_url(missing_arn("gone"), "v3"), ssl=context)
     assert info.value.status == 404
+
+
+async def test_finished_wss_sessions_leave_nothing_to_the_cycle_collector() -> None:
+    # The SSL layer keeps bound methods of picows's protocol, and picows's transport those of the
+    # SSL transport: unless web/fastws.py breaks that loop when a socket ends, every TLS session's
+    # objects (ours included) wait for the cycle collector. (This loop is asyncio's; the server's
+    # uvloop has the same SSL layer and the same loop.)
+    server = in_process({"tls": "self-signed", "limits": "off"})
+    try:
+        h = Harness(server, verify=str(server.data_dir / "tls" / "ca.pem"))
+        arn = h.create_channel()
+        context = ca_context(h)
+        viewer_base = h.endpoints(arn, "VIEWER")["WSS"]
+        async with aiohttp.ClientSession() as session:
+            master = await connect(session, h.ws_url(arn, base=h.endpoints(arn, "MASTER")["WSS"]), ssl=context)
+
+            async def one_session(cid: str) -> None:
+                viewer = await connect(session, h.ws_url(arn, cid, base=viewer_base), ssl=context)
+                await viewer.send_str(frame("SDP_OFFER", sdp_payload()))
+                await recv_json(master)
+                await viewer.close()
+
+            await one_session("warm")
+            gc.collect()
+            gc.disable()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                for i in range(3):
+                    await one_session(f"v{i}")
+                await barrier(master)
+                for _ in range(100):  # the server ends each socket once the client's close is through
+                    if h.health()["connections"] == 1:
+                        break
+                    await asyncio.sleep(0.01)
+                gc.collect()
+                left = sorted(
+                    {f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage
+                     if type(o).__module__.startswith(("signalite", "picows"))}
+                )  # fmt: skip
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                gc.enable()
+            assert left == []
+            await master.close()
+    finally:
+        server.stop()
 
 
 async def test_tls_cert_and_key_flags(tls: Harness, session: aiohttp.ClientSession) -> None:

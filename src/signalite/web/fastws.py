@@ -262,6 +262,7 @@ class FastSocket(_Listener):  # type: ignore[misc]
             self._closer = None
         self.owner.fast_disconnected(self)
         self.transport = None  # (picows's transport refers back to this listener)
+        _release_tls(transport)
         gone, self._on_gone = self._on_gone, None
         if gone is not None:
             gone()
@@ -326,6 +327,32 @@ class FastSocket(_Listener):  # type: ignore[misc]
 
 
 _NO_HEADERS = CIMultiDictProxy(CIMultiDict[str]())
+
+
+class _Released(asyncio.BufferedProtocol):
+    """What a finished TLS connection's SSL layer is left holding instead of picows's protocol."""
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return bytearray(1)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        pass
+
+
+_RELEASED = _Released()
+
+
+def _release_tls(transport: Any) -> None:
+    """Break the cycle a finished TLS connection would leave for the collector.
+
+    The SSL layer (uvloop's or asyncio's SSLProtocol) keeps bound methods of picows's protocol,
+    whose transport keeps bound methods of the SSL layer's transport, which keeps the SSL layer:
+    the socket's objects, ours included, waited for a collection. Handing the SSL layer a stateless
+    protocol of our own drops its references to picows's.
+    """
+    underlying = getattr(transport, "underlying_transport", None)
+    if underlying is not None and underlying.get_extra_info("ssl_object") is not None:
+        underlying.set_protocol(_RELEASED)
 
 
 def _shed_handshake(transport: Any) -> None:
