@@ -386,8 +386,6 @@ async def test_client_that_stops_reading_is_cut_off_without_slowing_others() -> 
 async def test_a_closed_fast_socket_is_freed_without_the_cycle_collector(h: Harness) -> None:
     # With 10k sockets open, every full collection walks them all (~90 ms here); a closed socket
     # left in a reference cycle would also wait for one to be freed. None may be left behind.
-    if h.server.server.settings.websocket_stack != "auto":
-        pytest.skip("the aiohttp path keeps its own cycles (its request handler and task)")
     arn = h.create_channel()
     gc.disable()
     try:
@@ -411,13 +409,13 @@ async def test_a_closed_fast_socket_is_freed_without_the_cycle_collector(h: Harn
         gc.enable()
 
 
-async def test_finished_sessions_leave_nothing_to_the_cycle_collector() -> None:
+@pytest.mark.parametrize("stack", ["auto", "aiohttp"])
+async def test_finished_sessions_leave_nothing_to_the_cycle_collector(stack: str) -> None:
     # The usual connect (a channel the store knows, admitted without a task) and a whole session:
     # offer, answer, close. Whatever the server made for it must be freed by reference counting;
     # objects left in cycles cost every collection their traversal (bench/README.md: +6 % sessions
-    # per CPU-second once the guard's hand-off stopped keeping its callback). (The aiohttp path keeps
-    # cycles of its own: its request handler and task.)
-    with running({"limits": "off"}) as h:
+    # per CPU-second once the guard's hand-off stopped keeping its callback).
+    with running({"limits": "off", "websocket_stack": stack}) as h:
         await _sessions_leave_no_cycles(h)
 
 
