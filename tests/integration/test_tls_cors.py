@@ -8,8 +8,6 @@ SDKs send and expose the AWS response headers, on errors too.
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import http.client
 import json
 import ssl
@@ -34,11 +32,13 @@ from wsutil import (
     connect,
     frame,
     in_process,
+    left_in_cycles,
     missing_arn,
     recv_json,
     running,
     sdp_payload,
     subprocess_server,
+    wait_connections,
 )
 
 ORIGIN = "http://app.example.test:8080"
@@ -157,26 +157,11 @@ async def test_finished_wss_sessions_leave_nothing_to_the_cycle_collector() -> N
                 await viewer.close()
 
             await one_session("warm")
-            gc.collect()
-            gc.disable()
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            try:
+            with left_in_cycles(("signalite", "picows")) as left:
                 for i in range(3):
                     await one_session(f"v{i}")
                 await barrier(master)
-                for _ in range(100):  # the server ends each socket once the client's close is through
-                    if h.health()["connections"] == 1:
-                        break
-                    await asyncio.sleep(0.01)
-                gc.collect()
-                left = sorted(
-                    {f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage
-                     if type(o).__module__.startswith(("signalite", "picows"))}
-                )  # fmt: skip
-            finally:
-                gc.set_debug(0)
-                gc.garbage.clear()
-                gc.enable()
+                await wait_connections(h, 1)
             assert left == []
             await master.close()
     finally:

@@ -31,6 +31,7 @@ from wsutil import (
     expect_close,
     frame,
     ice_payload,
+    left_in_cycles,
     parse_server_frames,
     ping_pong,
     raw_ws_connect,
@@ -421,7 +422,6 @@ async def test_finished_sessions_leave_nothing_to_the_cycle_collector(stack: str
 
 async def _sessions_leave_no_cycles(h: Harness) -> None:
     arn = h.create_channel()
-    server_modules = ("signalite", "aiofastnet", "picows", "aiohttp")
     async with aiohttp.ClientSession() as session:
         master = await connect(session, h.ws_url(arn))
 
@@ -435,23 +435,11 @@ async def _sessions_leave_no_cycles(h: Harness) -> None:
 
         await one_session("warm")  # first-use caches, the channel in the store's memory
         await wait_connections(h, 1)
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
+        with left_in_cycles(("signalite", "aiofastnet", "picows", "aiohttp")) as left:
             for i in range(5):
                 await one_session(f"v{i}")
             await wait_connections(h, 1)
             await barrier(master)
-            gc.collect()
-            left = sorted(
-                {f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage
-                 if type(o).__module__.startswith(server_modules) and "client" not in type(o).__module__}
-            )  # fmt: skip
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
         assert left == []
         await master.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -589,19 +590,36 @@ async def test_frames_keep_their_order_when_pings_come_between(h: Harness, sessi
         sock.close()
 
 
+@contextlib.asynccontextmanager
+async def raw_master_and_viewers(
+    h: Harness, session: aiohttp.ClientSession, cids: tuple[str, ...] = ("v1", "v2")
+) -> AsyncIterator[tuple[socket.socket, dict[str, WS]]]:
+    """A master on a raw socket (so that a burst of its frames reaches the server in one write) and
+    aiohttp viewers, all connected."""
+    arn = h.create_channel()
+    master = raw_ws_connect(h.port, {"X-Amz-ChannelARN": arn})
+    try:
+        viewers = {cid: await connect(session, h.ws_url(arn, cid)) for cid in cids}
+        await wait_connections(h, 1 + len(cids))
+        yield master, viewers
+    finally:
+        master.close()
+
+
+def ice_burst(sent: list[tuple[str, str]]) -> bytes:
+    """The master's ICE_CANDIDATE frames, one (recipient, payload) each, as one block of bytes."""
+    return b"".join(ws_frame(frame("ICE_CANDIDATE", p, recipient=cid).encode()) for cid, p in sent)
+
+
 async def test_frames_queued_in_one_iteration_leave_in_one_write_per_connection(
     h: Harness, session: aiohttp.ClientSession
 ) -> None:
     # A burst from the master that the server reads at once: every frame for a viewer leaves in one
     # write, and one callback at the end of the loop iteration writes for every viewer (web/websocket.py
     # SignalingSockets._queue), not one per message.
-    arn = h.create_channel()
-    master = raw_ws_connect(h.port, {"X-Amz-ChannelARN": arn})
-    viewers = {cid: await connect(session, h.ws_url(arn, cid)) for cid in ("v1", "v2")}
     sockets = h.server.server.sockets
     flushes: list[list[tuple[str | None, int]]] = []
-    try:
-        await wait_connections(h, 3)
+    async with raw_master_and_viewers(h, session) as (master, viewers):
 
         async def spy() -> None:
             flush_all = sockets._flush_all
@@ -614,14 +632,12 @@ async def test_frames_queued_in_one_iteration_leave_in_one_write_per_connection(
 
         h.server.call(spy)
         sent = [(cid, ice_payload(i)) for i in range(2) for cid in ("v1", "v2")]
-        burst = b"".join(ws_frame(frame("ICE_CANDIDATE", p, recipient=cid).encode()) for cid, p in sent)
+        burst = ice_burst(sent)
         assert len(burst) < 2048  # one read of the server's smallest buffer
         master.sendall(burst)
         for cid, p in sent:
             assert_from_master(await recv_json(viewers[cid]), "ICE_CANDIDATE", p)
         assert flushes == [[("v1", 2), ("v2", 2)]]
-    finally:
-        master.close()
 
 
 async def test_a_failed_write_to_one_connection_does_not_hold_back_the_others(
@@ -629,12 +645,8 @@ async def test_a_failed_write_to_one_connection_does_not_hold_back_the_others(
 ) -> None:
     # Frames for several connections leave from one callback per loop iteration; a write that raises
     # (a stand-in transport: a real one fails this way only on a bug) costs that connection's frames only.
-    arn = h.create_channel()
-    master = raw_ws_connect(h.port, {"X-Amz-ChannelARN": arn})
-    viewers = {cid: await connect(session, h.ws_url(arn, cid)) for cid in ("v1", "v2")}
     sockets = h.server.server.sockets
-    try:
-        await wait_connections(h, 3)
+    async with raw_master_and_viewers(h, session) as (master, viewers):
 
         class Broken:
             def is_closing(self) -> bool:
@@ -653,7 +665,7 @@ async def test_a_failed_write_to_one_connection_does_not_hold_back_the_others(
 
         conn, real = h.server.call(break_v1)
         sent = [(cid, ice_payload(i)) for i in range(2) for cid in ("v1", "v2")]
-        master.sendall(b"".join(ws_frame(frame("ICE_CANDIDATE", p, recipient=cid).encode()) for cid, p in sent))
+        master.sendall(ice_burst(sent))
         for cid, p in sent:
             if cid == "v2":
                 assert_from_master(await recv_json(viewers["v2"]), "ICE_CANDIDATE", p)
@@ -663,10 +675,8 @@ async def test_a_failed_write_to_one_connection_does_not_hold_back_the_others(
 
         h.server.call(repair)
         later = ice_payload(9)
-        master.sendall(ws_frame(frame("ICE_CANDIDATE", later, recipient="v1").encode()))
+        master.sendall(ice_burst([("v1", later)]))
         assert_from_master(await recv_json(viewers["v1"]), "ICE_CANDIDATE", later)  # v1 is not stuck
-    finally:
-        master.close()
 
 
 async def test_a_usual_connect_is_admitted_without_a_task(h: Harness, session: aiohttp.ClientSession) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import os
 import secrets
@@ -263,6 +264,30 @@ async def expect_close(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0
     msg = await recv(ws, timeout)
     assert msg.type is aiohttp.WSMsgType.CLOSE, f"expected a close frame, got {msg.type!r} {msg.data!r}"
     return int(msg.data)
+
+
+@contextlib.contextmanager
+def left_in_cycles(modules: tuple[str, ...]) -> Iterator[list[str]]:
+    """Collect nothing until the block ends, then list what was left in reference cycles.
+
+    The yielded list is filled on exit with the type names, from `modules` (client modules excepted),
+    of the objects that only the cycle collector would have freed.
+    """
+    left: list[str] = []
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        yield left
+        gc.collect()
+        left.extend(sorted(
+            {f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage
+             if type(o).__module__.startswith(modules) and "client" not in type(o).__module__}
+        ))  # fmt: skip
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
 
 
 async def wait_connections(h: Harness, count: int) -> None:
