@@ -262,10 +262,10 @@ class FastSocket(_Listener):  # type: ignore[misc]
             self._closer = None
         self.owner.fast_disconnected(self)
         self.transport = None  # (picows's transport refers back to this listener)
-        _release_tls(transport)
         gone, self._on_gone = self._on_gone, None
         if gone is not None:
             gone()
+        _release_tls(transport)
 
     # -- frames ------------------------------------------------------------------------------------
 

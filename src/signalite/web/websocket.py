@@ -545,8 +545,8 @@ class SignalingSockets:
             try:
                 self._flush(conn)
             except Exception:  # one connection's failed write must not hold back the others' frames
+                # (_flush has already emptied its queue, so that connection's later frames still go.)
                 logging.getLogger("signalite").exception("ws.write_failed")
-                conn.outgoing = None
 
     @staticmethod
     def _flush(conn: Connection) -> None:
