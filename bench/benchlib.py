@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,3 +70,31 @@ def wait_port(proc: subprocess.Popen[Any], port: int, log: Path, timeout: float 
             return
         time.sleep(0.05)
     raise RuntimeError(f"{log.name}: port {port} not listening within {timeout} s")
+
+
+def machine() -> str:
+    """The machine and code a run measured: figures differ between machines far more than between runs."""
+    info: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first CPU's block ends here
+            info.setdefault(key.strip(), " ".join(value.split()))
+    # Virtual machines often name their CPU only "Intel(R) Xeon(R) Processor": family and model tell more.
+    name, family, number = (info.get(k, "?") for k in ("model name", "cpu family", "model"))
+    model = f"{name} (family {family}, model {number})"
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", "src"], capture_output=True, text=True,
+        cwd=Path(__file__).parent,
+    ).stdout.strip()  # fmt: skip
+    code = f"commit {commit}{' + uncommitted changes in src/' if dirty else ''}" if commit else "not a git checkout"
+    return f"{model}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; {code}"
+
+
+def footer(started: float, argv: Sequence[str]) -> str:
+    """The line that closes a benchmark's output: how long it took, its command, and what it ran on."""
+    return f"({time.monotonic() - started:.0f} s; command: {' '.join(argv)}; {machine()})"

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import die_with_parent as _die_with_parent
+from benchlib import footer
 from benchlib import free_port as _free_port
 from benchlib import pinned as _pinned
 from benchlib import proc_cpu as _proc_cpu
@@ -1173,7 +1174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{len(failures)} run(s) failed and are not in the medians:\n  " + "\n  ".join(failures))
     for extra in extras:
         print(extra)
-    print(f"\n({time.monotonic() - started:.0f} s; command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])})")
+    print("\n" + footer(started, [Path(sys.argv[0]).name, *sys.argv[1:]]))
     if opts.json is not None:
         opts.json.write_text(json.dumps({"options": {k: str(v) for k, v in vars(opts).items()}, "results": results},
                                         indent=1))  # fmt: skip

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib import die_with_parent as _die_with_parent
+from benchlib import footer, pinned
 from benchlib import free_port as _free_port
-from benchlib import pinned
 from benchlib import stop as _stop
 
 from signalite.config import Settings
@@ -228,6 +228,7 @@ def main() -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print wrk's latency table per run")
     args = parser.parse_args()
+    started = time.monotonic()
     global NICE
     NICE = args.nice
 
@@ -314,6 +315,7 @@ def main() -> int:
                     print(run.latency_table)
         report(runs, args.rounds)
         print("load average (1, 5, 15 min) at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        print(footer(started, [Path(sys.argv[0]).name, *sys.argv[1:]]))
     finally:
         for proc in procs:
             _stop(proc)

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import die_with_parent as _die_with_parent
+from benchlib import footer
 from benchlib import free_port as _free_port
 from benchlib import pinned as _pinned
 from benchlib import proc_cpu as _proc_cpu
@@ -798,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.together:
         with tempfile.TemporaryDirectory(prefix="signalite-relay-bench-") as tmp:
             print(run_together(opts, candidates, Path(tmp)))
-        print(f"\n({time.monotonic() - started:.0f} s; command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])})")
+        print("\n" + footer(started, [Path(sys.argv[0]).name, *sys.argv[1:]]))
         return 0
     with tempfile.TemporaryDirectory(prefix="signalite-relay-bench-") as tmp:
         workdir = Path(tmp)
@@ -816,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {_round_line(r)} ({time.monotonic() - t:.0f} s)", file=sys.stderr, flush=True)
     text = report(results, opts)
     print(text)
-    print(f"\n({time.monotonic() - started:.0f} s; command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])})")
+    print("\n" + footer(started, [Path(sys.argv[0]).name, *sys.argv[1:]]))
     if opts.profile_dir is not None:
         for part in ("relay", "sessions"):
             path = opts.profile_dir / f"{part}.txt"

@@ -56,8 +56,8 @@ from typing import Any
 from urllib.parse import quote
 
 from benchlib import die_with_parent as _die_with_parent
+from benchlib import footer, pinned
 from benchlib import free_port as _free_port
-from benchlib import pinned
 from benchlib import stop as _stop
 
 from signalite.auth.sigv4 import Credential, RequestParts, presign_url, sign_request
@@ -1172,8 +1172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         _print_run(run, f", others {run.others:4.0%}")
             report(runs, workloads, names, args.rounds, micro_us)
             print("load average (1, 5, 15 min) at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-            cmd = " ".join([Path(sys.argv[0]).name, *argv])
-            print(f"({time.monotonic() - started:.0f} s; command: {cmd})")
+            print(footer(started, [Path(sys.argv[0]).name, *argv]))
             if args.profile_dir is not None:
                 for path in sorted(args.profile_dir.glob("*.txt")):
                     print(f"\npy-spy, {path.stem} (server process, first measured window; {path}):")
