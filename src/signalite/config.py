@@ -64,16 +64,16 @@ class Settings:
 
     @property
     def base_url(self) -> str:
-        """The public base URL (http or https), no trailing slash."""
+        """The public base URL (http or https), no trailing slash, no port when it is the scheme's own."""
         if self.public_url:
-            return self.public_url.rstrip("/")
+            return _without_default_port(self.public_url.rstrip("/"))
         scheme = "https" if self.tls_enabled else "http"
         host = self.host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"  # a wildcard bind is not an address a client can use
         if ":" in host:
             host = f"[{host}]"
-        return f"{scheme}://{host}:{self.port}"
+        return _without_default_port(f"{scheme}://{host}:{self.port}")
 
     @property
     def wss_url(self) -> str:
@@ -85,6 +85,28 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "signalite.db"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _without_default_port(url: str) -> str:
+    """`url` without an explicit port that only repeats its scheme's default (`https://h:443` -> `https://h`).
+
+    The endpoints AWS hands out carry no port, and the KVS WebRTC C SDK depends on it: it always
+    connects to port 443 and refuses a URL with any `:port` in it (kvs-protocol.md, open question
+    12: `lwsCompleteSync` fails on a host that ends at a colon). So a server on 443 must hand out
+    `https://host` and `wss://host` for that SDK to reach it; every other client reads both forms.
+    """
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return url  # not a port at all: load_settings reports what is wrong with it
+    if port is None or _DEFAULT_PORTS.get(parts.scheme) != port:
+        return url
+    netloc = parts.netloc.rsplit(":", 1)[0]
+    return parts._replace(netloc=netloc).geturl()
 
 
 # (flag, help, type) for each setting; the dataclass default is the default.

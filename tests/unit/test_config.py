@@ -24,7 +24,7 @@ def test_public_url_and_tls_shape_the_endpoints() -> None:
     s = load_settings({"public_url": "https://signal.example.com/kvs/"}, environ={})
     assert s.base_url == "https://signal.example.com/kvs"
     assert s.wss_url == "wss://signal.example.com/kvs"
-    assert load_settings({"tls": "self-signed", "port": "443"}, environ={}).wss_url == "wss://127.0.0.1:443"
+    assert load_settings({"tls": "self-signed", "port": "8443"}, environ={}).wss_url == "wss://127.0.0.1:8443"
     assert load_settings({"host": "0.0.0.0"}, environ={}).base_url == "http://127.0.0.1:4567"
 
 
@@ -51,3 +51,30 @@ def test_config_file_and_reload(tmp_path: Path) -> None:
 
 def test_secret_not_in_repr() -> None:
     assert "hunter2" not in repr(load_settings({"turn_secret": "hunter2"}, environ={}))
+
+
+@pytest.mark.parametrize(
+    ("given", "base", "wss"),
+    [
+        ({"tls": "self-signed", "port": "443"}, "https://127.0.0.1", "wss://127.0.0.1"),
+        ({"port": "80"}, "http://127.0.0.1", "ws://127.0.0.1"),
+        ({"port": "443"}, "http://127.0.0.1:443", "ws://127.0.0.1:443"),  # 443 is not http's own port
+        ({"tls": "self-signed", "port": "80"}, "https://127.0.0.1:80", "wss://127.0.0.1:80"),
+        (
+            {"public_url": "https://signal.example.com:443/kvs/"},
+            "https://signal.example.com/kvs",
+            "wss://signal.example.com/kvs",
+        ),
+        ({"public_url": "https://[::1]:443"}, "https://[::1]", "wss://[::1]"),
+        (
+            {"public_url": "https://signal.example.com:8443"},
+            "https://signal.example.com:8443",
+            "wss://signal.example.com:8443",
+        ),
+    ],
+)
+def test_endpoints_carry_no_port_that_repeats_the_schemes_own(given: dict[str, str], base: str, wss: str) -> None:
+    # The KVS WebRTC C SDK always connects to 443 and refuses any URL with a port in it.
+    settings = load_settings(given, environ={})
+    assert settings.base_url == base
+    assert settings.wss_url == wss
