@@ -87,9 +87,10 @@ async def signaling(ca: str, cp: dict[str, Any]) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session:
         master = await session.ws_connect(master_url, ssl=context, protocols=("wss",), heartbeat=None)
         viewer = await session.ws_connect(viewer_url, ssl=context, protocols=("wss",), heartbeat=None)
-        # The C SDK's viewer frame: PascalCase, with the TURN servers it was given.
+        # The C SDK's viewer frame: PascalCase, a placeholder recipient (ignored for a viewer), and the
+        # TURN servers it was given.
         ice_list = [{"Password": "p", "Ttl": 300, "Uris": cp["VIEWER"]["ice_uris"], "Username": "u"}]
-        await viewer.send_str(json.dumps({"action": "SDP_OFFER", "RecipientClientId": "", "MessagePayload": offer,
+        await viewer.send_str(json.dumps({"action": "SDP_OFFER", "RecipientClientId": "ConsumerViewer", "MessagePayload": offer,
                                           "CorrelationId": "1", "IceServerList": ice_list}))  # fmt: skip
         at_master = json.loads((await master.receive(timeout=10)).data)
         await master.send_str(json.dumps({"action": "SDP_ANSWER", "RecipientClientId": VIEWER_ID,
