@@ -90,8 +90,9 @@ async def signaling(ca: str, cp: dict[str, Any]) -> dict[str, Any]:
         # The C SDK's viewer frame: PascalCase, a placeholder recipient (ignored for a viewer), and the
         # TURN servers it was given.
         ice_list = [{"Password": "p", "Ttl": 300, "Uris": cp["VIEWER"]["ice_uris"], "Username": "u"}]
-        await viewer.send_str(json.dumps({"action": "SDP_OFFER", "RecipientClientId": "ConsumerViewer", "MessagePayload": offer,
-                                          "CorrelationId": "1", "IceServerList": ice_list}))  # fmt: skip
+        frame = {"action": "SDP_OFFER", "RecipientClientId": "ConsumerViewer", "MessagePayload": offer,
+                 "CorrelationId": "1", "IceServerList": ice_list}  # fmt: skip
+        await viewer.send_str(json.dumps(frame))
         at_master = json.loads((await master.receive(timeout=10)).data)
         await master.send_str(json.dumps({"action": "SDP_ANSWER", "RecipientClientId": VIEWER_ID,
                                           "MessagePayload": answer}))  # fmt: skip
