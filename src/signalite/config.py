@@ -90,6 +90,19 @@ class Settings:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+def _check_public_url(url: str) -> None:
+    """Refuse a --public-url no client could use as an endpoint base."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("--public-url must start with http:// or https://")
+    try:
+        _ = parts.port  # parsing it is the check
+    except ValueError:
+        raise ValueError(f"--public-url has a bad port: {url!r}") from None
+    if not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"--public-url must be http(s)://host[:port][/path], got {url!r}")
+
+
 def _without_default_port(url: str) -> str:
     """`url` without an explicit port that only repeats its scheme's default (`https://h:443` -> `https://h`).
 
@@ -102,7 +115,7 @@ def _without_default_port(url: str) -> str:
     try:
         port = parts.port
     except ValueError:
-        return url  # not a port at all: load_settings reports what is wrong with it
+        return url  # not a port at all: load_settings refuses such a URL
     if port is None or _DEFAULT_PORTS.get(parts.scheme) != port:
         return url
     netloc = parts.netloc.rsplit(":", 1)[0]
@@ -234,8 +247,8 @@ def _check(s: Settings) -> None:
         raise ValueError("--tls takes only 'self-signed' (use --tls-cert/--tls-key for your own)")
     if (s.tls_cert is None) != (s.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
-    if s.public_url and urlsplit(s.public_url).scheme not in ("http", "https"):
-        raise ValueError("--public-url must start with http:// or https://")
+    if s.public_url:
+        _check_public_url(s.public_url)
     if s.workers < 1:
         raise ValueError("--workers must be at least 1")
     if s.workers > 1 and not s.redis:

@@ -31,7 +31,9 @@ def test_public_url_and_tls_shape_the_endpoints() -> None:
 @pytest.mark.parametrize(
     "flags",
     [{"limits": "some"}, {"port": "0x"}, {"turn_ttl": "30"}, {"account_id": "12"}, {"tls": "yes"},
-     {"tls_cert": "a.pem"}, {"public_url": "ftp://x"}, {"log_level": "loud"}],
+     {"tls_cert": "a.pem"}, {"public_url": "ftp://x"}, {"public_url": "https://h:port"},
+     {"public_url": "https://h:70000"}, {"public_url": "https://"}, {"public_url": "https://h/?x=1"},
+     {"log_level": "loud"}],
 )  # fmt: skip
 def test_invalid_settings_are_refused(flags: dict[str, str]) -> None:
     with pytest.raises(ValueError):
