@@ -211,6 +211,9 @@ class SignalingSockets:
         self._closing: set[asyncio.Task[None]] = set()
         # Connections with frames queued in this loop iteration, in the order they were first queued.
         self._unflushed: list[Connection] = []
+        # The loop that serves the sockets, kept: on Python 3.11 asyncio.get_running_loop() makes a
+        # getpid() system call, which at low rates (a loop iteration per message) is one per message.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def new_id(self) -> int:
         return next(self._ids)
@@ -533,7 +536,10 @@ class SignalingSockets:
             if not unflushed:
                 # One callback per loop iteration, not one per message: the first frame of the
                 # iteration schedules the write of all of them.
-                asyncio.get_running_loop().call_soon(self._flush_all)
+                loop = self._loop
+                if loop is None:
+                    loop = self._loop = asyncio.get_running_loop()
+                loop.call_soon(self._flush_all)
             unflushed.append(conn)
         else:
             queued.append(header)
