@@ -95,6 +95,8 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; {code}"
 
 
-def footer(started: float, argv: Sequence[str]) -> str:
-    """The line that closes a benchmark's output: how long it took, its command, and what it ran on."""
-    return f"({time.monotonic() - started:.0f} s; command: {' '.join(argv)}; {machine()})"
+def footer(started: float, args: Sequence[str] | None = None) -> str:
+    """The line that closes a benchmark's output: how long it took, its command (the script's name and
+    `args`, by default its command-line arguments), and what it ran on."""
+    command = " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if args is None else args)])
+    return f"({time.monotonic() - started:.0f} s; command: {command}; {machine()})"

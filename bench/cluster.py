@@ -1174,7 +1174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{len(failures)} run(s) failed and are not in the medians:\n  " + "\n  ".join(failures))
     for extra in extras:
         print(extra)
-    print("\n" + footer(started, [Path(sys.argv[0]).name, *sys.argv[1:]]))
+    print("\n" + footer(started))
     if opts.json is not None:
         opts.json.write_text(json.dumps({"options": {k: str(v) for k, v in vars(opts).items()}, "results": results},
                                         indent=1))  # fmt: skip

@@ -315,7 +315,7 @@ def main() -> int:
                     print(run.latency_table)
         report(runs, args.rounds)
         print("load average (1, 5, 15 min) at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-        print(footer(started, [Path(sys.argv[0]).name, *sys.argv[1:]]))
+        print(footer(started))
     finally:
         for proc in procs:
             _stop(proc)

@@ -799,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.together:
         with tempfile.TemporaryDirectory(prefix="signalite-relay-bench-") as tmp:
             print(run_together(opts, candidates, Path(tmp)))
-        print("\n" + footer(started, [Path(sys.argv[0]).name, *sys.argv[1:]]))
+        print("\n" + footer(started))
         return 0
     with tempfile.TemporaryDirectory(prefix="signalite-relay-bench-") as tmp:
         workdir = Path(tmp)
@@ -817,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {_round_line(r)} ({time.monotonic() - t:.0f} s)", file=sys.stderr, flush=True)
     text = report(results, opts)
     print(text)
-    print("\n" + footer(started, [Path(sys.argv[0]).name, *sys.argv[1:]]))
+    print("\n" + footer(started))
     if opts.profile_dir is not None:
         for part in ("relay", "sessions"):
             path = opts.profile_dir / f"{part}.txt"

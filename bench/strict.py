@@ -1172,7 +1172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         _print_run(run, f", others {run.others:4.0%}")
             report(runs, workloads, names, args.rounds, micro_us)
             print("load average (1, 5, 15 min) at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-            print(footer(started, [Path(sys.argv[0]).name, *argv]))
+            print(footer(started, argv))
             if args.profile_dir is not None:
                 for path in sorted(args.profile_dir.glob("*.txt")):
                     print(f"\npy-spy, {path.stem} (server process, first measured window; {path}):")
